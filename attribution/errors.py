@@ -18,8 +18,9 @@ The snapshot errors also derive from `ValueError`, so callers that only know
     │   ├── KindMismatchError           folder contents disagree with the manifest `kind`
     │   ├── WeightsError                NaN/inf, wrong shape, unknown parameter name
     │   └── AdapterError                malformed or unsupported PEFT adapter
-    └── BaseModelError (ValueError)     base model cannot be resolved, converted or loaded
-        └── ModelPackageMissingError    the pip package that ships a model is not installed
+    ├── BaseModelError (ValueError)     base model cannot be resolved, converted or loaded
+    │   └── ModelPackageMissingError    the pip package that ships a model is not installed
+    └── ModuleSelectionError (ValueError)  a tracked-module selection names no such modules
 """
 
 from __future__ import annotations
@@ -73,4 +74,24 @@ class ModelPackageMissingError(BaseModelError):
     """The pip package that ships a model is not installed; the message names the pip command."""
 
 
+class ModuleSelectionError(AttributionError, ValueError):
+    """A tracked-module selection is invalid for the model (bad block count, unknown module)."""
+
+
 # Engine-side errors (configuration, generation, ...) are added below this line.
+
+
+class ConfigError(AttributionError, ValueError):
+    """An `AttributionConfig` field (or a CLI option that sets one) has an invalid value."""
+
+
+class InputError(AttributionError, ValueError):
+    """A prompt or response to attribute is empty, too long, or holds ids outside the vocabulary."""
+
+
+class ModuleError(AttributionError, ValueError):
+    """A tracked module is missing from the model or is of a type the engine cannot evaluate."""
+
+
+class ResultError(AttributionError, ValueError):
+    """A serialised attribution result (JSON) is malformed or of an unknown version."""

@@ -84,7 +84,10 @@ def check_relative_path(value: Any, key: str) -> str:
 def resolve_inside(root: str | Path, relative: str, key: str) -> Path:
     """Resolve `root/relative` following symlinks; refuse it if it lands outside `root`."""
     real_root = Path(root).resolve()
-    target = (real_root / relative).resolve()
+    try:
+        target = (real_root / relative).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise UnsafePathError(f"{key} {relative!r} cannot be resolved ({exc})") from None
     if target != real_root and real_root not in target.parents:
         raise UnsafePathError(
             f"{key} {relative!r} resolves to {target}, outside the round folder {real_root} (symlink escape)"

@@ -42,9 +42,10 @@ class LoraFactors:
 class ClientUpdate:
     client_id: str
     num_examples: int
-    sha256: str
+    sha256: str = ""  # filled in by the reader; the writer computes it and ignores this
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     lora: dict[str, LoraFactors] = field(default_factory=dict)
+    weights_file: Path | None = None  # set by the reader: the verified safetensors file
 
 
 @dataclass

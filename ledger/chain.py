@@ -1,91 +1,110 @@
-"""Canonical JSON and the per-federation hash chain.
+"""The per-federation hash chain: the canonical bodies of transactions and flag events, and the head.
 
-Every ledger transaction and every flag-review event takes the next sequence
-number of its federation's chain and stores ``hash = sha256(prev_hash ||
-canonical(record))``. `verify.verify` recomputes the chain from the stored
-rows, so an edit to any hashed field of any row breaks it from that row on.
+Every transaction and every flag event of a federation gets the next `seq`
+(one counter for both) and ``hash = sha256(prev_hash || canonical(body))``,
+where the body holds every stored column of the record, its entries (with
+their accounts' identities) or its flag, and `prev_hash` is the hash of
+record ``seq - 1`` (``0 * 64`` for the first). `ledger.verify` recomputes
+the same bodies from the stored rows, so an edit of any hashed column, a
+deleted or inserted record, or a reordering shows up as a mismatch.
+
+Writers of one federation are serialised by a row lock on its
+`federations` row (the chain head), which also makes the idempotency-key
+lookup race-free.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-GENESIS = "0" * 64
+from sqlalchemy import func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from ledger import canonical
+from ledger.models import Federation
 
 
-def canonical_json(value: Any) -> str:
-    """One text per value: sorted keys, no whitespace, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+@dataclass(frozen=True)
+class EntryRow:
+    id: int
+    account_id: int
+    kind: str
+    client_id: str
+    currency: str
+    amount: int
+
+    def as_list(self) -> list:
+        return [self.id, self.account_id, self.kind, self.client_id, self.currency, self.amount]
 
 
-def sha256_hex(data: str | bytes) -> str:
-    if isinstance(data, str):
-        data = data.encode()
-    return hashlib.sha256(data).hexdigest()
+TRANSACTION_FIELDS = ("id", "federation", "seq", "kind", "idempotency_key", "request_hash", "description",
+                      "metadata", "reverses_id")
+FLAG_EVENT_FIELDS = ("id", "federation", "seq", "state", "actor", "note")
 
 
-def timestamp(dt: datetime) -> str:
-    """A timestamp as the chain records it: UTC, microseconds (what Postgres keeps)."""
-    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+def transaction_body(fields: Mapping[str, Any], entries: Sequence[EntryRow]) -> dict:
+    """The hashed body of a transaction: its stored columns (minus the hashes) and its entries."""
+    body = {name: fields[name] for name in TRANSACTION_FIELDS}
+    body.update(record="transaction", created_at=canonical.timestamp(fields["created_at"]),
+                entries=[e.as_list() for e in sorted(entries, key=lambda e: e.id)])
+    return body
 
 
-def link(prev_hash: str, record: dict) -> str:
-    return sha256_hex(prev_hash + canonical_json(record))
-
-
-def request_hash(
-    *, kind: str, legs: list[list], period: str | None, memo: str, metadata_json: str, reverses_id: int | None
-) -> str:
-    """What an idempotency key is bound to: the body of the request, not when it was sent."""
-    body = {
-        "kind": kind,
-        "legs": sorted(legs),
-        "period": period,
-        "memo": memo,
-        "metadata": metadata_json,
-        "reverses_id": reverses_id,
-    }
-    return sha256_hex(canonical_json(body))
-
-
-def transaction_record(txn, legs: list[list]) -> dict:
-    """The hashed content of a ledger transaction; `legs` are [kind, client, currency, amount]."""
+def flag_body(flag: Any) -> dict:
+    """The hashed content of a flag (an ORM `Flag` or anything with the same attributes)."""
     return {
-        "type": "transaction",
-        "federation": txn.federation,
-        "seq": txn.seq,
-        "kind": txn.kind,
-        "idempotency_key": txn.idempotency_key,
-        "request_hash": txn.request_hash,
-        "reverses_id": txn.reverses_id,
-        "period": txn.period,
-        "memo": txn.memo,
-        "metadata": txn.metadata_json,
-        "created_at": timestamp(txn.created_at),
-        "legs": sorted(legs),
+        "id": flag.id, "federation": flag.federation, "client_id": flag.client_id, "period": flag.period,
+        "method": flag.method, "score": flag.score, "p_value": flag.p_value, "q_value": flag.q_value,
+        "evidence": flag.evidence, "created_at": canonical.timestamp(flag.created_at),
     }
 
 
-def flag_event_record(event, flag) -> dict:
-    """The hashed content of a review event, including the flag it is about."""
-    return {
-        "type": "flag_event",
-        "federation": event.federation,
-        "seq": event.seq,
-        "status": event.status,
-        "actor": event.actor,
-        "note": event.note,
-        "created_at": timestamp(event.created_at),
-        "flag": {
-            "id": flag.id,
-            "client_id": flag.client_id,
-            "method": flag.method,
-            "period": flag.period,
-            "score": flag.score,
-            "evidence": flag.evidence_json,
-            "created_at": timestamp(flag.created_at),
-        },
-    }
+def flag_event_body(fields: Mapping[str, Any], flag: dict | None) -> dict:
+    """The hashed body of a flag event: its stored columns (minus the hashes) and its flag's content."""
+    body = {name: fields[name] for name in FLAG_EVENT_FIELDS}
+    body.update(record="flag_event", created_at=canonical.timestamp(fields["created_at"]), flag=flag)
+    return body
+
+
+def lock_head(session: Session, federation: str) -> Federation:
+    """The federation's chain head, created if new, locked FOR UPDATE until the caller's commit."""
+    canonical.federation_id(federation)
+    session.execute(
+        pg_insert(Federation)
+        .values(name=federation, head_seq=0, head_hash=canonical.GENESIS_HASH, created_at=canonical.now())
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    head = session.execute(
+        select(Federation).where(Federation.name == federation).with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    return head
+
+
+def advance_head(session: Session, head: Federation, seq: int, hash_: str) -> None:
+    session.execute(
+        update(Federation).where(Federation.name == head.name).values(head_seq=seq, head_hash=hash_)
+        .execution_options(synchronize_session=False)
+    )
+    head.head_seq, head.head_hash = seq, hash_
+
+
+def next_id(session: Session, table: str, count: int = 1) -> list[int]:
+    """Reserve identity values, so that ids can be hashed before the rows are inserted."""
+    if count <= 0:
+        return []
+    rows = session.execute(
+        select(_nextval(table)).select_from(_series(count))
+    ).scalars().all()
+    return sorted(rows)
+
+
+def _nextval(table: str):
+    return func.nextval(func.pg_get_serial_sequence(literal(f"ledger.{table}"), literal("id")))
+
+
+def _series(count: int):
+    return func.generate_series(1, count).table_valued("n")

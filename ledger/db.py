@@ -1,103 +1,123 @@
-"""Engines and sessions for the ledger schema.
+"""Engines and sessions: the ledger's own pool, and a session riding someone else's connection.
 
-Two ways in:
+`session_scope` is the normal unit of work: one session on a pooled engine,
+committed on success and rolled back on error.
 
-- `make_engine()` / `session_scope()`: the ledger's own pool on ``DATABASE_URL``
-  (or the embedded server, via `dbenv`). The CLI, benchmarks and tests use it.
-- `session_on_connection(dbapi_connection)`: a session that rides a connection
-  somebody else owns, e.g. Django's inside ``transaction.atomic()``, so that a
-  ledger write commits or rolls back with the caller's writes. The ledger never
-  commits that connection and never rolls it back on close; the owner does.
+`session_on_connection` serves the platform, whose ledger writes must commit
+or roll back together with Django's inside ``transaction.atomic()``. A
+SQLAlchemy engine whose ``creator`` returns Django's psycopg connection looks
+right but is a trap: the pool "resets" the connection when the session closes
+by calling ``rollback()`` on it, which silently discards Django's pending
+work (and ``session.commit()`` would commit it early). So the session gets a
+proxy of the connection whose ``commit``, ``rollback`` and ``close`` do
+nothing: the session can only execute and flush, and the owner decides. Its
+cursors are plain server-binding ``psycopg.Cursor`` objects with psycopg's
+default JSON loaders, because Django replaces the jsonb loader and the cursor
+factory on its own connection and the ledger needs neither.
 """
 
 from __future__ import annotations
 
-import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg.types.json import JsonbLoader, JsonLoader
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-SCHEMA = "ledger"
+import dbenv
+from ledger.errors import InvalidInput
 
-
-def database_url() -> str:
-    """The canonical PostgreSQL URL the whole project uses."""
-    import dbenv  # local import: dbenv may start the embedded server
-
-    return dbenv.database_url()
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
 
 
 def sqlalchemy_url(url: str | None = None) -> str:
-    url = url or database_url()
-    rest = url.split("://", 1)[1]
-    return f"postgresql+psycopg://{rest}"
+    """`url` (canonical ``postgresql://`` or already ``postgresql+psycopg://``) for SQLAlchemy."""
+    if url is not None and not url.startswith(("postgresql", "postgres")):
+        raise InvalidInput(f"database URL must start with postgresql://, got {url.split('://')[0]!r}://")
+    return dbenv.sqlalchemy_url(url)
 
 
-def make_engine(url: str | None = None, **kwargs) -> Engine:
-    """An engine on the given (canonical) URL, or on ``DATABASE_URL``."""
-    kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", int(os.environ.get("LEDGER_POOL_SIZE", "5")))
-    return create_engine(sqlalchemy_url(url), **kwargs)
+def get_engine(url: str | None = None) -> Engine:
+    """The pooled engine for `url` (default: `dbenv.database_url()`), created once per process."""
+    key = sqlalchemy_url(url)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = create_engine(key, pool_pre_ping=True, use_native_hstore=False)
+            _engines[key] = engine
+        return engine
 
 
-_engine: Engine | None = None
-
-
-def default_engine() -> Engine:
-    """One engine per process; Celery workers call `dispose_default_engine` after fork."""
-    global _engine
-    if _engine is None:
-        _engine = make_engine()
-    return _engine
-
-
-def dispose_default_engine() -> None:
-    global _engine
-    if _engine is not None:
-        _engine.dispose(close=False)  # after fork: drop the parent's sockets, don't close them
-        _engine = None
+def dispose_engine() -> None:
+    """Drop every pooled connection (Celery's worker_process_init: never share sockets across fork)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)  # after fork the parent's sockets are not ours to close
+        _engines.clear()
 
 
 @contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """A session in one transaction: committed on success, rolled back on error."""
-    with Session(engine or default_engine(), expire_on_commit=False) as session, session.begin():
-        yield session
-
-
-@contextmanager
-def session_on_connection(dbapi_connection) -> Iterator[Session]:
-    """A session on a psycopg connection whose transaction belongs to the caller.
-
-    Everything the session does is flushed into the caller's open transaction
-    inside a savepoint; `Session.commit()` only releases that savepoint. The
-    pool never resets the borrowed connection, because SQLAlchemy's default
-    reset-on-return is a ROLLBACK that would silently discard the caller's
-    uncommitted writes (the bug STYLE.md warns about).
-    """
-    engine = create_engine(
-        "postgresql+psycopg://",
-        creator=lambda: dbapi_connection,
-        poolclass=StaticPool,
-        pool_reset_on_return=None,
-    )
-
-    @event.listens_for(engine, "close")
-    def _never_close(*_args):  # the owner closes its own connection
-        return None
-
-    connection = engine.connect()
-    outer = connection.begin()  # psycopg is already in the caller's transaction: no BEGIN is sent
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back when it raises."""
+    session = Session(bind=get_engine(url), expire_on_commit=False)
     try:
-        with Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False) as s:
-            yield s
-            s.flush()
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
     finally:
-        # Detach without COMMIT or ROLLBACK: the caller decides.
-        outer._deactivate_from_connection()  # noqa: SLF001
-        connection.invalidate() if False else None
-        connection.detach()
-        engine.dispose(close=False)
+        session.close()
+
+
+class BorrowedConnection:
+    """A psycopg connection lent by its owner: transaction control stays with the owner."""
+
+    def __init__(self, connection: psycopg.Connection) -> None:
+        object.__setattr__(self, "_owner", connection)
+
+    def commit(self) -> None:
+        """The owner commits."""
+
+    def rollback(self) -> None:
+        """The owner rolls back (SQLAlchemy calls this on every pool check-in)."""
+
+    def close(self) -> None:
+        """The owner closes."""
+
+    def cursor(self, *args: Any, **kwargs: Any) -> psycopg.Cursor:
+        cursor = psycopg.Cursor(self._owner, row_factory=kwargs.get("row_factory") or tuple_row)
+        cursor.adapters.register_loader("json", JsonLoader)
+        cursor.adapters.register_loader("jsonb", JsonbLoader)
+        return cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._owner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # e.g. `autocommit` or `isolation_level`: changing them would change the owner's transaction
+        raise AttributeError(f"the ledger may not set {name!r} on a borrowed connection")
+
+
+def session_on_connection(dbapi_connection: Any) -> Session:
+    """A session that only flushes on `dbapi_connection` (psycopg 3), inside its owner's transaction.
+
+    ``session.commit()`` flushes and ``session.close()`` releases, but neither
+    commits, rolls back or closes the owner's connection.
+    """
+    raw = getattr(dbapi_connection, "connection", dbapi_connection)  # accept a Django wrapper too
+    if not isinstance(raw, psycopg.Connection):
+        raise InvalidInput(f"session_on_connection needs a psycopg 3 connection, got {type(raw).__name__}")
+    if raw.closed:
+        raise InvalidInput("session_on_connection got a closed connection")
+    borrowed = BorrowedConnection(raw)
+    engine = create_engine("postgresql+psycopg://", creator=lambda: borrowed, poolclass=StaticPool,
+                           use_native_hstore=False)
+    return Session(bind=engine, expire_on_commit=False)

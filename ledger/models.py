@@ -1,26 +1,30 @@
-"""Typed SQLAlchemy models of the `ledger` schema.
+"""Typed SQLAlchemy models of Postgres schema ``ledger`` (migrated by alembic from ``migrations/``).
 
-The database, not this module, is the authority on the accounting rules; the
-SQL that enforces them lives in the initial migration:
-
-- every ledger transaction balances to zero per currency (deferred constraint trigger);
-- transactions, entries, flags, flag events and exports are never updated or deleted;
-- entries can only be added in the database transaction that created their
-  ledger transaction;
-- `Account.balance` is maintained by a trigger on entries and may not go
-  negative except on funding accounts.
-
-Amounts are signed integers in minor units (cents). A transfer of x from A to B
-is two entries, (A, -x) and (B, +x); an account's balance is the sum of its entries.
+Design:
+- Double entry. An *account* is (federation, kind, client, currency); a
+  *transaction* owns *entries* with signed integer amounts in minor units. A
+  transfer of x from A to B is the pair (A, -x), (B, +x), so a balance is the
+  plain sum of an account's entries and every transaction sums to zero per
+  currency. The database enforces that at commit with a deferred constraint
+  trigger (migration 0001); Python checks it first only to give a nicer error.
+- Append-only. Accounts, transactions, entries, flags, flag events, exports
+  and export items refuse UPDATE, DELETE and TRUNCATE in the database.
+  Corrections are reversal transactions (`reverses_id`, unique: at most one
+  reversal per transaction); a flag's review state is its latest event.
+- Hash chain. Transactions and flag events of a federation share one
+  sequence (`seq` 1, 2, 3 ...) and each stores ``hash = sha256(prev_hash ||
+  canonical body)``; `federations` holds the head (the only mutable row, and
+  the row lock that serialises writers of one federation).
+- No foreign keys to Django tables; federations and clients are plain ids.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -28,14 +32,12 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Identity,
     Index,
-    LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
-    func,
-    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 SCHEMA = "ledger"
@@ -49,22 +51,30 @@ NAMING_CONVENTION = {
 }
 
 ACCOUNT_KINDS = ("funding", "pool", "payable", "held", "paid_out")
-FEDERATION_ACCOUNTS = ("funding", "pool")  # one per federation and currency, no client
-FLAG_STATUSES = ("open", "confirmed", "dismissed")
+FEDERATION_ACCOUNTS = ("funding", "pool")  # every other kind belongs to one client
+TRANSACTION_KINDS = ("funding", "allocation", "release", "forfeit", "payout", "reversal", "adjustment")
+FLAG_STATES = ("open", "confirmed", "dismissed")
+
+Timestamp = DateTime(timezone=True)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
 
 
-class Chain(Base):
-    """Head of one federation's hash chain; locked FOR UPDATE to append to it."""
+class Federation(Base):
+    """Chain head of one federation: the next record gets seq head_seq + 1 and links to head_hash."""
 
-    __tablename__ = "chains"
+    __tablename__ = "federations"
 
-    federation: Mapped[str] = mapped_column(Text, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    head: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    head_seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class Account(Base):
@@ -72,25 +82,16 @@ class Account(Base):
     __table_args__ = (
         UniqueConstraint("federation", "kind", "client_id", "currency"),
         UniqueConstraint("id", "currency"),  # target of the entries' (account, currency) key
-        CheckConstraint(f"kind IN {ACCOUNT_KINDS!r}", name="kind"),
-        CheckConstraint(f"(client_id = '') = (kind IN {FEDERATION_ACCOUNTS!r})", name="client_matches_kind"),
-        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
-        CheckConstraint("allow_negative OR balance >= 0", name="no_overdraft"),
+        CheckConstraint(_in("kind", ACCOUNT_KINDS), name="kind"),
+        CheckConstraint(f"(client_id = '') = ({_in('kind', FEDERATION_ACCOUNTS)})", name="owner"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    federation: Mapped[str] = mapped_column(Text)
-    kind: Mapped[str] = mapped_column(Text)
-    client_id: Mapped[str] = mapped_column(Text, default="")
-    currency: Mapped[str] = mapped_column(String(3))
-    allow_negative: Mapped[bool] = mapped_column(Boolean, default=False)
-    balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """The account's natural key as the hash chain records it."""
-        return (self.kind, self.client_id, self.currency)
+    federation: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    client_id: Mapped[str] = mapped_column(String(64))  # '' for federation accounts
+    currency: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class Transaction(Base):
@@ -98,31 +99,28 @@ class Transaction(Base):
     __table_args__ = (
         UniqueConstraint("federation", "seq"),
         UniqueConstraint("federation", "idempotency_key"),
-        UniqueConstraint("reverses_id"),  # a transaction is reversed at most once
-        Index(None, "federation", "kind", "period"),
-        CheckConstraint("seq >= 1", name="seq"),
+        UniqueConstraint("reverses_id"),
+        CheckConstraint(_in("kind", TRANSACTION_KINDS), name="kind"),
+        CheckConstraint("(kind = 'reversal') = (reverses_id IS NOT NULL)", name="reversal_link"),
+        CheckConstraint("seq >= 1", name="seq_positive"),
+        Index(None, "federation", "kind"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    federation: Mapped[str] = mapped_column(Text)
+    federation: Mapped[str] = mapped_column(String(128))
     seq: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(Text)
-    idempotency_key: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
     request_hash: Mapped[str] = mapped_column(String(64))
-    reverses_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"), nullable=True)
-    period: Mapped[str | None] = mapped_column(Text, nullable=True)
-    memo: Mapped[str] = mapped_column(Text, default="")
-    metadata_json: Mapped[str] = mapped_column(Text, default="{}")  # canonical JSON, hashed as stored
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    description: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB)
+    reverses_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("transactions.id"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
-    # The database transaction that wrote this row; entries may only be added within it.
-    db_xact: Mapped[int] = mapped_column(
-        BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint"), deferred=True
-    )
 
     entries: Mapped[list[Entry]] = relationship(
-        back_populates="transaction", order_by="Entry.id", lazy="selectin"
+        back_populates="transaction", order_by="Entry.id", lazy="selectin", viewonly=True
     )
 
 
@@ -130,86 +128,98 @@ class Entry(Base):
     __tablename__ = "entries"
     __table_args__ = (
         ForeignKeyConstraint(["account_id", "currency"], ["accounts.id", "accounts.currency"]),
+        CheckConstraint("amount <> 0", name="amount_nonzero"),
         Index(None, "transaction_id"),
-        Index(None, "account_id", "transaction_id"),
-        CheckConstraint("amount <> 0", name="nonzero"),
+        Index(None, "account_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"))
+    transaction_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("transactions.id"))
     account_id: Mapped[int] = mapped_column(BigInteger)
-    currency: Mapped[str] = mapped_column(String(3))
+    currency: Mapped[str] = mapped_column(String(12))
     amount: Mapped[int] = mapped_column(BigInteger)
 
-    transaction: Mapped[Transaction] = relationship(back_populates="entries")
+    transaction: Mapped[Transaction] = relationship(back_populates="entries", viewonly=True)
     account: Mapped[Account] = relationship(
-        foreign_keys=[account_id], primaryjoin="Entry.account_id == Account.id", lazy="joined"
+        primaryjoin="Entry.account_id == Account.id", foreign_keys="Entry.account_id", viewonly=True,
+        lazy="joined",
     )
 
 
 class Flag(Base):
-    """A suspicion about one client in one period, raised by one screening method."""
+    """A screening finding about one client; immutable. Its state is the latest FlagEvent."""
 
     __tablename__ = "flags"
-    __table_args__ = (UniqueConstraint("federation", "method", "client_id", "period"),)
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    federation: Mapped[str] = mapped_column(Text)
-    client_id: Mapped[str] = mapped_column(Text)
-    method: Mapped[str] = mapped_column(Text)
-    period: Mapped[str] = mapped_column(Text)
-    score: Mapped[float] = mapped_column(Float)
-    evidence_json: Mapped[str] = mapped_column(Text)  # canonical JSON, hashed as stored
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-    events: Mapped[list[FlagEvent]] = relationship(
-        back_populates="flag", order_by="FlagEvent.seq", lazy="selectin"
+    __table_args__ = (
+        UniqueConstraint("federation", "period", "method", "client_id"),
+        Index(None, "federation", "client_id"),
     )
 
-    @property
-    def status(self) -> str:
-        return self.events[-1].status if self.events else "open"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    federation: Mapped[str] = mapped_column(String(128))
+    client_id: Mapped[str] = mapped_column(String(64))
+    period: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float)
+    q_value: Mapped[float | None] = mapped_column(Float)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    events: Mapped[list[FlagEvent]] = relationship(order_by="FlagEvent.seq", lazy="selectin", viewonly=True)
 
 
 class FlagEvent(Base):
-    """One step of a flag's review workflow; part of the federation's hash chain."""
+    """One review step of a flag (open, confirmed, dismissed), linked into the federation's chain."""
 
     __tablename__ = "flag_events"
     __table_args__ = (
         UniqueConstraint("federation", "seq"),
+        CheckConstraint(_in("state", FLAG_STATES), name="state"),
         Index(None, "flag_id"),
-        CheckConstraint(f"status IN {FLAG_STATUSES!r}", name="status"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    flag_id: Mapped[int] = mapped_column(ForeignKey("flags.id"))
-    federation: Mapped[str] = mapped_column(Text)
+    flag_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("flags.id"))
+    federation: Mapped[str] = mapped_column(String(128))
     seq: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(Text)
-    actor: Mapped[str] = mapped_column(Text)
-    note: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
-    flag: Mapped[Flag] = relationship(back_populates="events")
 
+class PayoutExport(Base):
+    """A payout run: the files' hashes and the payout transaction that moved payable -> paid_out."""
 
-class Export(Base):
-    """A payout export: the exact bytes handed to finance, and their hashes."""
-
-    __tablename__ = "exports"
-    __table_args__ = (UniqueConstraint("federation", "period", "currency"),)
+    __tablename__ = "payout_exports"
+    __table_args__ = (
+        UniqueConstraint("federation", "period", "currency"),
+        UniqueConstraint("transaction_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    federation: Mapped[str] = mapped_column(Text)
-    period: Mapped[str] = mapped_column(Text)
-    currency: Mapped[str] = mapped_column(String(3))
-    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), unique=True)
+    federation: Mapped[str] = mapped_column(String(128))
+    period: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(12))
+    transaction_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("transactions.id"))
     csv_sha256: Mapped[str] = mapped_column(String(64))
     json_sha256: Mapped[str] = mapped_column(String(64))
-    csv: Mapped[bytes] = mapped_column(LargeBinary)
-    json: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
 
-    transaction: Mapped[Transaction] = relationship()
+
+class ExportItem(Base):
+    """Marks one payable entry as paid by one export; the primary key makes double payment impossible."""
+
+    __tablename__ = "export_items"
+    __table_args__ = (Index(None, "export_id"),)
+
+    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), primary_key=True)
+    export_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("payout_exports.id"))
+    client_id: Mapped[str] = mapped_column(String(64))
+
+
+APPEND_ONLY_TABLES = ("accounts", "transactions", "entries", "flags", "flag_events", "payout_exports",
+                      "export_items")

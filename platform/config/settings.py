@@ -9,11 +9,24 @@ SECRET_KEY and DEBUG=false.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dbenv
 
-from .env import envbool, envint, envlist, envstr
+from .env import ImproperlyConfiguredEnv, envbool, envint, envlist, envstr
+
+
+def envjson(name: str, default: str = ""):
+    """A JSON value from the environment ({} / "" when unset)."""
+    raw = envstr(name, default)
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfiguredEnv(f"{name} must be JSON, got {raw!r} ({exc})") from None
+
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent  # the checkout
 VAR_DIR = dbenv.var_dir()
@@ -32,8 +45,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "ops",
     "registry",
+    "audits",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -87,14 +103,20 @@ STATIC_ROOT = Path(envstr("STATIC_ROOT") or VAR_DIR / "static")
 
 # Artifacts (round snapshots, reports, exports) go through Django's storage API.
 # Local filesystem by default; any storage backend (e.g. django-storages' S3) can
-# be selected with ARTIFACT_STORAGE_BACKEND + ARTIFACT_STORAGE_OPTIONS (JSON).
+# be selected with ARTIFACT_STORAGE_BACKEND + ARTIFACT_STORAGE_OPTIONS (JSON), e.g.
+#   ARTIFACT_STORAGE_BACKEND=storages.backends.s3.S3Storage
+#   ARTIFACT_STORAGE_OPTIONS='{"bucket_name": "protoken", "endpoint_url": "http://minio:9000"}'
+# (after `pip install django-storages[s3]`). Workers then copy a round to
+# ARTIFACT_CACHE_DIR before loading it; nothing else changes.
 ARTIFACT_ROOT = Path(envstr("ARTIFACT_ROOT") or VAR_DIR / "artifacts")
+_ARTIFACT_BACKEND = envstr("ARTIFACT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "artifacts": {
-        "BACKEND": envstr("ARTIFACT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
-        "OPTIONS": {"location": str(ARTIFACT_ROOT)},
+        "BACKEND": _ARTIFACT_BACKEND,
+        "OPTIONS": envjson("ARTIFACT_STORAGE_OPTIONS", "")
+        or ({"location": str(ARTIFACT_ROOT)} if _ARTIFACT_BACKEND.endswith("FileSystemStorage") else {}),
     },
 }
 
@@ -106,13 +128,24 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.2}
+# kombu's SQLAlchemy transport hands every transport option to create_engine(), which
+# refuses `polling_interval`; it then polls an empty queue once a second (its default).
+CELERY_BROKER_TRANSPORT_OPTIONS = {} if CELERY_BROKER_URL.startswith("sqla+") else {"polling_interval": 0.2}
 CELERY_TASK_ROUTES = {"audits.*": {"queue": "attribution"}}
 CELERY_RESULT_EXTENDED = True
 
 ATTRIBUTION_DEVICE = envstr("ATTRIBUTION_DEVICE", "cpu")
 ROUND_CACHE_BYTES = envint("ROUND_CACHE_BYTES", 4 * 1024**3)
 MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_BYTES", 2 * 1024**3)
+# A round archive may not unpack to more than this (guards against archive bombs).
+MAX_EXTRACTED_BYTES = envint("MAX_EXTRACTED_BYTES", 4 * MAX_UPLOAD_BYTES)
+# Uploads stream to temporary files and stop as soon as they pass MAX_UPLOAD_BYTES.
+FILE_UPLOAD_HANDLERS = ["registry.uploads.LimitedUploadHandler"]
+FILE_UPLOAD_TEMP_DIR = envstr("FILE_UPLOAD_TEMP_DIR") or None
+# Where a worker keeps local copies of rounds whose storage backend has no local path (e.g. S3).
+ARTIFACT_CACHE_DIR = Path(envstr("ARTIFACT_CACHE_DIR") or VAR_DIR / "artifact-cache")
+# Attribution engine configuration (JSON object of AttributionConfig fields); {} = the engine's defaults.
+ATTRIBUTION_CONFIG = envjson("ATTRIBUTION_CONFIG", "{}")
 
 LOGGING = {
     "version": 1,

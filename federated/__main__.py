@@ -1,0 +1,5 @@
+import sys
+
+from federated.cli import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""A small backdoor federation on the shipped SmolLM2, for `make demo`.
+
+`run_backdoor_demo` trains through Flower (clients in Ray actors, a
+`RoundRecorder`-wrapped FedAvg), writes the round folders and cases, and
+returns them; `attribute_demo_cases` then attributes a few held-out
+triggered prompts with the engine and returns per-client shares next to the
+ground truth. The defaults are sized to finish in a couple of minutes on two
+CPU cores while the backdoor still takes (the returned metrics carry the
+global model's attack success rate so a caller can check it did).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from federated.simulate import SimulationConfig, SimulationResult, simulate
+from federated.tail import TrainConfig
+
+
+@dataclass
+class DemoResult:
+    simulation: SimulationResult
+    rounds: list[Path]
+    cases: list[dict]
+    asr: float  # attack success rate of the final global model on held-out triggered prompts
+
+
+def run_backdoor_demo(out_dir: str | Path, *, clients: int = 4, malicious: int = 1, rounds: int = 2,
+                      domain: str = "finance", per_client: int = 12, cases: int = 4,
+                      model: str = "smollm2-135m-instruct", epochs: int = 4, lr: float = 3e-3,
+                      seed: int = 0, progress: bool = True) -> DemoResult:
+    """Run the demo federation; returns its round folders, cases and final attack success rate."""
+    cfg = SimulationConfig(protocol="backdoor", model=model, domain=domain, clients=clients, malicious=malicious,
+                           rounds=rounds, per_client=per_client, cases=cases, train_blocks=2,
+                           train=TrainConfig(epochs=epochs, lr=lr, seed=seed), seed=seed,
+                           federation="backdoor-demo")
+    sim = simulate(cfg, out_dir, progress=progress)
+    return DemoResult(sim, sim.rounds, sim.cases, float(sim.metrics[-1].get("asr", 0.0)))
+
+
+def attribute_demo_cases(result: DemoResult, *, limit: int = 3, max_new_tokens: int = 24) -> list[dict]:
+    """Attribute up to `limit` cases on the last round: shares per client next to the ground truth."""
+    from attribution import attribute, load_round
+
+    loaded = load_round(result.rounds[-1])
+    rows = []
+    for case in result.cases[:limit]:
+        res = attribute(loaded, prompt_ids=case["prompt_ids"], max_new_tokens=max_new_tokens)
+        rows.append({"prompt": case["prompt"], "response": "".join(res.response_tokens),
+                     "shares": dict(zip(res.client_ids, [round(float(s), 4) for s in res.sequence_shares],
+                                        strict=True)),
+                     "predicted": res.predicted_client, "truth": case["responsible"]})
+    return rows
