@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -62,8 +63,6 @@ def test_it_exits_2_with_a_message_on_bad_options(round_dir, capsys, extra, mess
 def test_it_exits_2_on_a_missing_or_unsafe_round(tmp_path, capsys, round_dir):
     assert main(["attribute", str(tmp_path / "absent"), "--prompt", "x", "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    import shutil
-
     copy = tmp_path / "round"
     shutil.copytree(round_dir, copy)
     (copy / "clients" / "c0" / "evil.pkl").write_bytes(b"not opened")
