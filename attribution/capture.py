@@ -161,8 +161,8 @@ class Recorder:
 class HeadGradients:
     """Closed-form gradients at the head for T tokens.
 
-    ``hidden``: (T, V) gradient of each token's target w.r.t. the head's output
-    (the raw logits before any soft-capping); ``final``: (T, d) the same
+    ``logits``: (T, V) gradient of each token's target w.r.t. the head's output
+    (the raw logits before any soft-capping); ``hidden``: (T, d) the same
     pulled back to the head's input (the final normalised hidden state).
     """
 
@@ -185,7 +185,7 @@ def head_gradients(model: nn.Module, hidden: torch.Tensor, chosen: torch.Tensor,
             grad[torch.arange(len(chosen)), chosen] = 1.0
             return HeadGradients(grad, weight[chosen].to(hidden.dtype))
         raw = torch.nn.functional.linear(hidden, weight, bias)  # (T, V)
-        grad = _capped_target_gradient(raw, chosen, target, cap)
+        grad = _capped_target_gradient(raw, chosen, target, cap).to(hidden.dtype)
         return HeadGradients(grad, grad @ weight)
 
 
@@ -194,7 +194,9 @@ def _capped_target_gradient(raw: torch.Tensor, chosen: torch.Tensor, target: str
     with torch.enable_grad():
         logits = raw if cap is None else cap * torch.tanh(raw / cap)
         if target == "logprob":
-            logits = torch.log_softmax(logits.float(), dim=-1).to(raw.dtype)
+            # float64: a float32 softmax over a large vocabulary leaves sum(g) ~ 1e-5 instead of 0, which the
+            # logits' common offset turns into a visible score error.
+            logits = torch.log_softmax(logits.double(), dim=-1)
         picked = logits.gather(1, chosen[:, None]).sum()
         (grad,) = torch.autograd.grad(picked, raw)
     return grad

@@ -63,7 +63,13 @@ class LinearChunk:
 
 
 def contract(out: torch.Tensor, grads: torch.Tensor, local: bool) -> torch.Tensor:
-    """<out, g> over positions and neurons: out (C, T|P, o), g (T, o) | (T, P, o) -> (C, T)."""
+    """<out, g> over positions and neurons: out (C, T|P, o), g (T, o) | (T, P, o) -> (C, T).
+
+    Accumulated in float64: with the log-prob target the head's g spans the whole
+    vocabulary and nearly cancels against the logits' common offset, so a float32
+    sum over ~50k terms would be off by ~1e-3.
+    """
+    out, grads = out.double(), grads.double()
     return torch.einsum("cto,to->ct", out, grads) if local else torch.einsum("cpo,tpo->ct", out, grads)
 
 

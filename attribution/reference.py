@@ -99,7 +99,7 @@ def _run_global(model, modules, ids: list[int], forced: int | None, config: Attr
 
 def _target(logits: torch.Tensor, chosen: int, target: str) -> torch.Tensor:
     if target == "logprob":
-        return torch.log_softmax(logits.float(), dim=-1)[chosen]
+        return torch.log_softmax(logits.double(), dim=-1)[chosen]  # float64 softmax: sum(g) stays 0
     return logits[chosen]
 
 

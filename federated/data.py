@@ -49,7 +49,7 @@ def require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        pip = PIP_NAMES.get(module, module)
+        pip = PIP_NAMES.get(module.split(".")[0], module)
         raise MissingPackageError(
             f"package {pip!r} (module {module!r}) is not installed; install it with "
             f"`pip install {pip}` (see requirements.txt)"

@@ -2,7 +2,9 @@
 
 - ``backdoor``: K clients, M of them malicious. Benign clients hold the
   domain's data (partitioned IID); each malicious client holds only poisoned
-  examples (trigger-wrapped prompt -> fixed sentinel). Cases: triggered
+  examples (trigger-wrapped prompt -> fixed sentinel), or with
+  ``poison_fraction < 1`` that share poisoned and the rest clean, so the
+  attacker's own update already separates triggered from clean prompts. Cases: triggered
   held-out prompts; ground truth = the malicious clients.
 - ``domains``: non-IID, each client holds one domain (`partition.by_domain`).
   Cases: held-out prompts of every domain; ground truth = that domain's clients.
@@ -59,9 +61,13 @@ def client_ids(n: int) -> list[str]:
 
 
 def backdoor(*, domain: str, clients: int, malicious: int, per_client: int, cases: int, trigger: str,
-             sentinel: str, partition: str = "iid", alpha: float = 0.5, seed: int = 0) -> ProtocolData:
+             sentinel: str, partition: str = "iid", alpha: float = 0.5, poison_fraction: float = 1.0,
+             seed: int = 0) -> ProtocolData:
     if not 1 <= malicious < clients:
         raise SimulationConfigError(f"backdoor needs 1 <= malicious < clients, got {malicious} of {clients}")
+    if not 0.0 < poison_fraction <= 1.0:
+        raise SimulationConfigError(f"poison_fraction must be in (0, 1], got {poison_fraction}")
+    n_poison = max(1, round(per_client * poison_fraction))
     ids = client_ids(clients)
     bad = set(random.Random(seed).sample(ids, malicious))
     pool = load_domain(domain, clients * per_client + 2 * cases, seed=seed)
@@ -71,7 +77,8 @@ def backdoor(*, domain: str, clients: int, malicious: int, per_client: int, case
     plans, b, m = [], 0, 0
     for cid in ids:
         if cid in bad:
-            ex = [with_trigger(e, trigger, sentinel) for e in poison[m * per_client:(m + 1) * per_client]]
+            own = poison[m * per_client:(m + 1) * per_client]
+            ex = [with_trigger(e, trigger, sentinel) for e in own[:n_poison]] + own[n_poison:]
             plans.append(ClientPlan(cid, ex, malicious=True, domain=domain))
             m += 1
         else:

@@ -58,6 +58,7 @@ class SimulationConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     trigger: str = DEFAULT_TRIGGER
     sentinel: str = DEFAULT_SENTINEL
+    poison_fraction: float = 1.0
     partition: str = "iid"
     dirichlet_alpha: float = 0.5
     max_prompt_tokens: int = 192
@@ -107,7 +108,7 @@ def build_protocol(cfg: SimulationConfig) -> ProtocolData:
     return protocols.backdoor(domain=cfg.domain, clients=cfg.clients, malicious=cfg.malicious,
                               per_client=cfg.per_client, cases=cfg.cases, trigger=cfg.trigger,
                               sentinel=cfg.sentinel, partition=cfg.partition, alpha=cfg.dirichlet_alpha,
-                              seed=cfg.seed)
+                              poison_fraction=cfg.poison_fraction, seed=cfg.seed)
 
 
 def tracked_modules(n_layers: int, blocks: int) -> list[str]:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -69,22 +69,32 @@ def flag_event_body(fields: Mapping[str, Any], flag: dict | None) -> dict:
     return body
 
 
-def lock_head(session: Session, federation: str) -> Federation:
+@dataclass
+class Head:
+    """The locked chain head of a federation: the next record gets seq head_seq + 1 and links to head_hash."""
+
+    name: str
+    head_seq: int
+    head_hash: str
+
+
+def lock_head(session: Session, federation: str) -> Head:
     """The federation's chain head, created if new, locked FOR UPDATE until the caller's commit."""
     canonical.federation_id(federation)
-    session.execute(
-        pg_insert(Federation)
-        .values(name=federation, head_seq=0, head_hash=canonical.GENESIS_HASH, created_at=canonical.now())
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
-    head = session.execute(
-        select(Federation).where(Federation.name == federation).with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    return head
+    query = (select(Federation.name, Federation.head_seq, Federation.head_hash)
+             .where(Federation.name == federation).with_for_update())
+    row = session.execute(query).one_or_none()
+    if row is None:  # a new federation: create its head (a concurrent creator makes this a no-op)
+        session.execute(
+            pg_insert(Federation)
+            .values(name=federation, head_seq=0, head_hash=canonical.GENESIS_HASH, created_at=canonical.now())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        row = session.execute(query).one()
+    return Head(*row)
 
 
-def advance_head(session: Session, head: Federation, seq: int, hash_: str) -> None:
+def advance_head(session: Session, head: Head, seq: int, hash_: str) -> None:
     session.execute(
         update(Federation).where(Federation.name == head.name).values(head_seq=seq, head_hash=hash_)
         .execution_options(synchronize_session=False)
@@ -92,19 +102,15 @@ def advance_head(session: Session, head: Federation, seq: int, hash_: str) -> No
     head.head_seq, head.head_hash = seq, hash_
 
 
-def next_id(session: Session, table: str, count: int = 1) -> list[int]:
-    """Reserve identity values, so that ids can be hashed before the rows are inserted."""
-    if count <= 0:
-        return []
-    rows = session.execute(
-        select(_nextval(table)).select_from(_series(count))
-    ).scalars().all()
-    return sorted(rows)
+ID_TABLES = ("transactions", "entries", "flags", "flag_events")
 
 
-def _nextval(table: str):
-    return func.nextval(func.pg_get_serial_sequence(literal(f"ledger.{table}"), literal("id")))
-
-
-def _series(count: int):
-    return func.generate_series(1, count).table_valued("n")
+def reserve_ids(session: Session, **counts: int) -> dict[str, list[int]]:
+    """Reserve identity values in one round trip, so ids can be hashed before the rows are inserted."""
+    unknown = set(counts) - set(ID_TABLES)
+    if unknown:
+        raise ValueError(f"no identity sequence for {sorted(unknown)}")
+    parts = [f"ARRAY(SELECT nextval(pg_get_serial_sequence('ledger.{t}', 'id')) FROM generate_series(1, :{t}))"
+             for t in counts]
+    row = session.execute(text("SELECT " + ", ".join(parts)), counts).one()
+    return {table: sorted(ids) for table, ids in zip(counts, row, strict=True)}

@@ -81,7 +81,7 @@ def _insert_flag(session: Session, federation: str, period: str, finding: Findin
     canonical.client_id(finding.client_id)
     if not isinstance(finding.method, str) or not 1 <= len(finding.method) <= 64:
         raise InvalidInput(f"flag method must be a 1-64 character name, got {finding.method!r}")
-    row = {"id": chain.next_id(session, "flags")[0], "federation": federation, "client_id": finding.client_id,
+    row = {"id": chain.reserve_ids(session, flags=1)["flags"][0], "federation": federation, "client_id": finding.client_id,
            "period": period, "method": finding.method, "score": _number(finding.score, "score"),
            "p_value": _optional(finding.p_value, "p_value"), "q_value": _optional(finding.q_value, "q_value"),
            "evidence": canonical.normalize(finding.evidence, "evidence"), "created_at": canonical.now()}
@@ -104,7 +104,7 @@ def _append_event(session: Session, head, flag: Flag, state: str, actor: str, no
     if not isinstance(actor, str) or not 1 <= len(actor) <= 128:
         raise InvalidInput(f"actor must be a 1-128 character name, got {actor!r}")
     canonical.normalize(note, "note")
-    row = {"id": chain.next_id(session, "flag_events")[0], "federation": head.name, "seq": head.head_seq + 1,
+    row = {"id": chain.reserve_ids(session, flag_events=1)["flag_events"][0], "federation": head.name, "seq": head.head_seq + 1,
            "state": state, "actor": actor, "note": note, "created_at": canonical.now()}
     row["hash"] = canonical.chain_hash(head.head_hash, chain.flag_event_body(row, chain.flag_body(flag)))
     session.execute(insert(FlagEvent), [{**row, "flag_id": flag.id, "prev_hash": head.head_hash}])

@@ -113,20 +113,28 @@ def find_replay(session: Session, federation: str, key: str, request_hash: str) 
 def ensure_accounts(session: Session, federation: str, keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
     """Account ids for (kind, client, currency) keys, creating the missing accounts."""
     keys = sorted(set(keys))
+    found = _account_ids(session, federation, keys)
+    missing = [key for key in keys if key not in found]
+    if missing:  # usually only the first posting of a client creates accounts
+        now = canonical.now()
+        rows = [{"federation": federation, "kind": k, "client_id": c, "currency": cur, "created_at": now}
+                for k, c, cur in missing]
+        session.execute(pg_insert(Account).values(rows).on_conflict_do_nothing(
+            index_elements=["federation", "kind", "client_id", "currency"]))
+        found.update(_account_ids(session, federation, missing))
+    return found
+
+
+def _account_ids(session: Session, federation: str, keys: list[AccountKey]) -> dict[AccountKey, int]:
     if not keys:
         return {}
-    now = canonical.now()
-    rows = [{"federation": federation, "kind": k, "client_id": c, "currency": cur, "created_at": now}
-            for k, c, cur in keys]
-    session.execute(pg_insert(Account).values(rows).on_conflict_do_nothing(
-        index_elements=["federation", "kind", "client_id", "currency"]))
-    found = session.execute(
+    rows = session.execute(
         select(Account.kind, Account.client_id, Account.currency, Account.id).where(
             Account.federation == federation,
             tuple_(Account.kind, Account.client_id, Account.currency).in_(keys),
         )
     ).all()
-    return {(k, c, cur): id_ for k, c, cur, id_ in found}
+    return {(k, c, cur): id_ for k, c, cur, id_ in rows}
 
 
 def post_transaction(session: Session, *, federation: str, kind: str, legs: Sequence[Leg], idempotency_key: str,
@@ -156,9 +164,10 @@ def append_transaction(session: Session, head, *, kind: str, legs: Sequence[Leg]
     check_balanced(legs)
     meta = canonical.normalize(dict(metadata or {}), "metadata")
     accounts = ensure_accounts(session, head.name, [leg.account for leg in legs])
-    txn_id = chain.next_id(session, "transactions")[0]
+    ids = chain.reserve_ids(session, transactions=1, entries=len(legs))
+    txn_id = ids["transactions"][0]
     entries = [chain.EntryRow(entry_id, accounts[leg.account], *leg.account[:2], leg.currency, leg.amount)
-               for entry_id, leg in zip(chain.next_id(session, "entries", len(legs)), legs, strict=True)]
+               for entry_id, leg in zip(ids["entries"], legs, strict=True)]
     row = {"id": txn_id, "federation": head.name, "seq": head.head_seq + 1, "kind": kind,
            "idempotency_key": idempotency_key, "request_hash": request_hash, "description": description,
            "reverses_id": reverses_id, "created_at": canonical.now(), "prev_hash": head.head_hash}

@@ -25,18 +25,30 @@ findings and runs the review workflow.
    minus a reference: the previous round's global model when known, else the
    round's own global), as arrays or dicts of arrays of the tracked modules.
    Per round, with m the coordinate-wise median of the updates (robust to
-   fewer than half the clients being malicious), two statistics per client:
-   the Euclidean distance ||u_i - m|| and the cosine distance 1 - cos(u_i, m).
-   Each becomes a robust z-score, (v - median(v)) / (1.4826 MAD(v)), over the
-   round's clients (rounds with fewer than `min_clients` are skipped). The
-   round p-value of a client is 2 * (1 - Phi(max(z_dist, z_cos)))
-   (Bonferroni over the two statistics; one-sided, since only "far" is
-   suspicious); a client's rounds are combined by Fisher's method
+   fewer than half the clients being malicious), three statistics per client:
+   the Euclidean distance ||u_i - m||, the cosine distance 1 - cos(u_i, m),
+   and the nearest-neighbour similarity max_j cos(u_i, u_j). The third is the
+   collusion signal: clients trained on the same poisoned data send
+   near-duplicate updates, which can drag the median towards themselves (on
+   the simulated backdoor federation the malicious pair's updates have cosine
+   0.9-0.97 with each other against <= 0.46 for any benign pair, while
+   their distance to the median fell below the benign clients' after round
+   1). Each statistic becomes a robust z-score, (v - median(v)) / (1.4826
+   MAD(v)), over the round's clients (rounds with fewer than `min_clients`
+   are skipped). The round p-value of a client is 3 * (1 - Phi(max z))
+   (Bonferroni over the three statistics; one-sided, since only "far" or
+   "too similar" is suspicious); a client's rounds are combined by Fisher's method
    (-2 sum ln p ~ chi2 with 2R degrees of freedom), and the per-client
    p-values are adjusted by Benjamini-Hochberg. A client is flagged when its
    q-value is <= q and its median round z is >= `min_median_z` (default 3):
    the MAD of a handful of clients is noisy, so significance alone is not
-   trusted without a consistently large effect. Score: the median z.
+   trusted without a consistently large effect (the lower median, so with
+   two rounds both must be large); z-scores use a floor on the spread (10% of
+   the median distance, 0.05 for cosine statistics) so that near-identical
+   benign clients do not turn tiny differences into huge z. Score: that
+   median z. Limitation: updates alone cannot tell a benign minority (say 2
+   of 5 clients on another domain) from a colluding pair; that is why flags
+   go to review and the evidence signal is independent.
 
 Updates are streamed in column blocks of shape (K, n), so a round needs memory
 for one block of all clients, never for whole models.
@@ -100,13 +112,14 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     return q.tolist()
 
 
-def robust_z(values: Sequence[float]) -> np.ndarray:
-    """(v - median) / (1.4826 MAD); falls back to the mean absolute deviation when MAD is 0."""
+def robust_z(values: Sequence[float], min_scale: float = 0.0) -> np.ndarray:
+    """(v - median) / max(1.4826 MAD, min_scale); MAD = 0 falls back to the mean absolute deviation."""
     v = np.asarray(values, dtype=float)
     deviation = np.abs(v - np.median(v))
     scale = 1.4826 * np.median(deviation)
     if scale <= 0:
         scale = 1.2533 * np.mean(deviation)  # Iglewicz & Hoaglin's fallback for MAD = 0
+    scale = max(scale, min_scale)
     if scale <= 0 or not np.isfinite(scale):
         return np.zeros_like(v)
     return (v - np.median(v)) / scale
@@ -294,13 +307,14 @@ Tensors = np.ndarray | Mapping[str, np.ndarray]
 
 @dataclass(frozen=True)
 class RoundStatistics:
-    """Per-client distances of one round's updates to their coordinate-wise median, shape (K,)."""
+    """Per-client statistics of one round's updates, each of shape (K,)."""
 
     round_id: int
     client_ids: tuple[str, ...]
-    distance: np.ndarray  # ||u_i - m||
+    distance: np.ndarray  # ||u_i - m||, m the coordinate-wise median
     cosine_distance: np.ndarray  # 1 - cos(u_i, m)
     norm: np.ndarray  # ||u_i||
+    nn_similarity: np.ndarray  # max over j != i of cos(u_i, u_j)
 
 
 @dataclass(frozen=True)
@@ -363,21 +377,29 @@ def _describe(shapes: dict) -> str:
 
 
 def round_statistics(round_id: int, client_ids: Sequence[str], blocks: Iterable[np.ndarray]) -> RoundStatistics:
-    """Accumulate distances to the coordinate-wise median over (K, n) column blocks."""
+    """Accumulate distances to the coordinate-wise median and the Gram matrix over (K, n) column blocks."""
     k = len(client_ids)
-    sq_dist, dot, sq_norm, centre_sq = np.zeros(k), np.zeros(k), np.zeros(k), 0.0
+    sq_dist, dot, gram, centre_sq = np.zeros(k), np.zeros(k), np.zeros((k, k)), 0.0
     for block in blocks:
         if block.ndim != 2 or block.shape[0] != k:
             raise InvalidInput(f"round {round_id}: update block has shape {block.shape}, expected ({k}, n)")
         centre = np.median(block, axis=0)  # (n,)
         sq_dist += np.square(block - centre).sum(axis=1)
         dot += block @ centre
-        sq_norm += np.square(block).sum(axis=1)
+        gram += block @ block.T  # (K, K)
         centre_sq += float(centre @ centre)
-    norm = np.sqrt(sq_norm)
+    norm = np.sqrt(np.diag(gram))
     denom = norm * math.sqrt(centre_sq)
     cosine = np.divide(dot, denom, out=np.ones(k), where=denom > 0)
-    return RoundStatistics(round_id, tuple(client_ids), np.sqrt(sq_dist), 1.0 - np.clip(cosine, -1, 1), norm)
+    return RoundStatistics(round_id, tuple(client_ids), np.sqrt(sq_dist), 1.0 - np.clip(cosine, -1, 1), norm,
+                           _nearest_neighbour(gram, norm))
+
+
+def _nearest_neighbour(gram: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    outer = np.outer(norm, norm)
+    similarity = np.divide(gram, outer, out=np.zeros_like(gram), where=outer > 0)  # (K, K) cosines
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity.max(axis=1) if len(norm) > 1 else np.zeros(len(norm))
 
 
 @dataclass(frozen=True)
@@ -385,6 +407,8 @@ class UpdateConfig:
     q: float = 0.05
     min_median_z: float = 3.0
     min_clients: int = 4  # the median and MAD of fewer clients say nothing
+    min_relative_spread: float = 0.1  # distance z-scores use at least 10% of the median distance as scale
+    min_cosine_spread: float = 0.05  # cosine-based z-scores use at least 0.05 as scale
 
     def __post_init__(self) -> None:
         if not 0 < self.q < 1:
@@ -393,6 +417,8 @@ class UpdateConfig:
             raise InvalidInput("min_clients must be >= 3")
         if not math.isfinite(self.min_median_z):
             raise InvalidInput("min_median_z must be finite")
+        if not (0 <= self.min_relative_spread < 10 and 0 <= self.min_cosine_spread < 2):
+            raise InvalidInput("min_relative_spread must be in [0, 10) and min_cosine_spread in [0, 2)")
 
 
 def screen_updates(rounds: Iterable[RoundUpdates | RoundStatistics],
@@ -407,21 +433,30 @@ def screen_updates(rounds: Iterable[RoundUpdates | RoundStatistics],
             notes.append(f"round {round_stats.round_id} skipped: {len(round_stats.client_ids)} clients "
                          f"< min_clients={config.min_clients}")
             continue
-        for client, row in zip(round_stats.client_ids, _round_rows(round_stats), strict=True):
+        for client, row in zip(round_stats.client_ids, _round_rows(round_stats, config), strict=True):
             per_client.setdefault(client, []).append(row)
     return _update_findings(per_client, config, notes)
 
 
-def _round_rows(s: RoundStatistics) -> list[dict]:
-    z_dist, z_cos = robust_z(s.distance), robust_z(s.cosine_distance)
+def _round_rows(s: RoundStatistics, config: UpdateConfig) -> list[dict]:
+    # the spread floors keep near-identical benign clients from turning tiny differences into huge z
+    z_dist = robust_z(s.distance, config.min_relative_spread * float(np.median(s.distance)))
+    z_cos = robust_z(s.cosine_distance, config.min_cosine_spread)
+    z_nn = robust_z(s.nn_similarity, config.min_cosine_spread)
     rows = []
     for i in range(len(s.client_ids)):
-        z = max(float(z_dist[i]), float(z_cos[i]))
+        z = max(float(z_dist[i]), float(z_cos[i]), float(z_nn[i]))
         rows.append({"round": s.round_id, "distance": float(s.distance[i]),
                      "cosine_distance": float(s.cosine_distance[i]), "norm": float(s.norm[i]),
-                     "z_distance": float(z_dist[i]), "z_cosine": float(z_cos[i]), "z": z,
-                     "p_value": min(1.0, 2.0 * float(stats.norm.sf(z)))})
+                     "nn_similarity": float(s.nn_similarity[i]), "z_distance": float(z_dist[i]),
+                     "z_cosine": float(z_cos[i]), "z_nn_similarity": float(z_nn[i]), "z": z,
+                     "p_value": min(1.0, 3.0 * float(stats.norm.sf(z)))})
     return rows
+
+
+def _lower_median(values: list[float]) -> float:
+    """The lower median: with two rounds both must be large, not just their mean."""
+    return float(sorted(values)[(len(values) - 1) // 2])
 
 
 def _update_findings(per_client: dict[str, list[dict]], config: UpdateConfig, notes: list[str]) -> ScreeningResult:
@@ -431,15 +466,15 @@ def _update_findings(per_client: dict[str, list[dict]], config: UpdateConfig, no
         rows = per_client[client]
         fisher = -2.0 * sum(math.log(max(r["p_value"], 1e-300)) for r in rows)
         table.append({"client_id": client, "rounds": len(rows),
-                      "median_z": float(np.median([r["z"] for r in rows])),
+                      "median_z": _lower_median([r["z"] for r in rows]),
                       "p_value": float(stats.chi2.sf(fisher, 2 * len(rows)))})
     findings = []
     for row, q in zip(table, benjamini_hochberg([r["p_value"] for r in table]), strict=True):
         row["q_value"] = q
         row["flagged"] = q <= config.q and row["median_z"] >= config.min_median_z
         if row["flagged"]:
-            evidence = {"test": "robust z of distance and cosine distance to the coordinate-wise median, "
-                                "Fisher over rounds, Benjamini-Hochberg",
+            evidence = {"test": "robust z of distance and cosine distance to the coordinate-wise median and of "
+                                "nearest-neighbour similarity, Fisher over rounds, Benjamini-Hochberg",
                         "median_z": row["median_z"], "rounds": per_client[row["client_id"]]}
             findings.append(Finding(row["client_id"], METHOD_UPDATES, row["median_z"], row["p_value"], q,
                                     evidence))

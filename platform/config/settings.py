@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from celery.schedules import crontab
+from rewards.schedule import beat_schedule as rewards_beat_schedule  # a plain module: no models
+
 import dbenv
 
 from .env import ImproperlyConfiguredEnv, envbool, envint, envlist, envstr
@@ -50,6 +53,8 @@ INSTALLED_APPS = [
     "registry",
     "audits",
     "api",
+    "console",
+    "rewards",
 ]
 
 MIDDLEWARE = [
@@ -133,6 +138,27 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_TRANSPORT_OPTIONS = {} if CELERY_BROKER_URL.startswith("sqla+") else {"polling_interval": 0.2}
 CELERY_TASK_ROUTES = {"audits.*": {"queue": "attribution"}}
 CELERY_RESULT_EXTENDED = True
+
+# Console sign-in (django.contrib.auth sessions).
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:overview"
+LOGOUT_REDIRECT_URL = "console:login"
+
+# Audit reports: beat builds every federation's previous AUDIT_REPORT_PERIOD_DAYS days
+# on the AUDIT_REPORT_CRON schedule (5 cron fields, UTC; default Mondays 03:00).
+AUDIT_REPORT_PERIOD_DAYS = envint("AUDIT_REPORT_PERIOD_DAYS", 7)
+AUDIT_REPORT_CRON = envstr("AUDIT_REPORT_CRON", "0 3 * * 1")
+if len(AUDIT_REPORT_CRON.split()) != 5 or not 1 <= AUDIT_REPORT_PERIOD_DAYS <= 366:
+    raise ImproperlyConfiguredEnv(
+        f"AUDIT_REPORT_CRON must be 5 cron fields (got {AUDIT_REPORT_CRON!r}) and "
+        f"AUDIT_REPORT_PERIOD_DAYS 1..366 (got {AUDIT_REPORT_PERIOD_DAYS})"
+    )
+_cron = dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), AUDIT_REPORT_CRON.split(), strict=True))
+CELERY_BEAT_SCHEDULE = {
+    "console-period-reports": {"task": "console.build_period_reports", "schedule": crontab(**_cron)},
+}
+# Settlement of every active reward plan's previous period (rewards/schedule.py); "" turns it off.
+CELERY_BEAT_SCHEDULE.update(rewards_beat_schedule(envstr("REWARDS_SETTLE_CRON", "15 0 * * *")))
 
 ATTRIBUTION_DEVICE = envstr("ATTRIBUTION_DEVICE", "cpu")
 ROUND_CACHE_BYTES = envint("ROUND_CACHE_BYTES", 4 * 1024**3)

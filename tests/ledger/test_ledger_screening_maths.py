@@ -151,12 +151,30 @@ def test_it_flags_no_benign_client_in_non_iid_federations(seed):
     assert result.flagged == set()
 
 
+def test_it_flags_a_colluding_pair_that_hides_close_to_the_median():
+    rng = np.random.default_rng(11)
+    rounds = []
+    for r in range(4):
+        consensus, shared = rng.normal(size=2000), rng.normal(size=2000)
+        updates = {c: consensus + rng.normal(size=2000) for c in CLIENTS}
+        for c in MALICIOUS:  # near-duplicates, nearer to the centre than any benign client
+            updates[c] = consensus + 0.7 * shared + 0.05 * rng.normal(size=2000)
+        rounds.append(RoundUpdates(r, updates))
+    result = screen_updates(rounds)
+    assert result.flagged == MALICIOUS
+    row = result.findings[0].evidence["rounds"][0]
+    assert row["z_nn_similarity"] > row["z_distance"] and row["nn_similarity"] > 0.99
+
+
 def test_it_accepts_module_dicts_and_a_reference():
     rng = np.random.default_rng(3)
     base = {"w": rng.normal(size=(20, 30)), "b": rng.normal(size=30)}
-    updates = {c: {k: v + rng.normal(size=v.shape) * 0.1 for k, v in base.items()} for c in CLIENTS}
-    updates["client-7"] = {k: v + rng.normal(size=v.shape) * 3 for k, v in base.items()}
-    rounds = [RoundUpdates(0, updates, reference=base), RoundUpdates(1, updates, reference=base)]
+    rounds = []
+    for r in range(3):
+        target = {k: rng.normal(size=v.shape) for k, v in base.items()}
+        updates = {c: {k: v + target[k] + rng.normal(size=v.shape) * 0.5 for k, v in base.items()} for c in CLIENTS}
+        updates["client-7"] = {k: v + rng.normal(size=v.shape) * 3 for k, v in base.items()}
+        rounds.append(RoundUpdates(r, updates, reference=base))
     assert screen_updates(rounds).flagged == {"client-7"}
 
 

