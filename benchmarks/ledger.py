@@ -1,6 +1,7 @@
 """Ledger benchmark: one period over 1,000 clients and 1,000,000 share rows, and posting throughput.
 
     python benchmarks/ledger.py [--clients 1000] [--rows 1000000] [--transactions 2000] [--keep]
+    python benchmarks/ledger.py --screen-run RUN_DIR [RUN_DIR ...]
 
 It creates a scratch database ``protoken_bench_ledger`` on the server of
 DATABASE_URL (or the embedded Postgres), migrates it, loads the share rows
@@ -12,11 +13,17 @@ with the deferred balance trigger on. Each figure is printed next to the
 issue's 30 s target as a ratio. Finally it posts single two-entry
 transactions, each committed on its own (chain lock, idempotency lookup,
 balance trigger at commit), and reports transactions per second.
+
+With ``--screen-run`` it instead runs the update-based screen on the round
+folders of simulated federations (``python -m federated simulate`` output:
+``RUN_DIR/rounds/round-*`` and ``RUN_DIR/metrics.json`` naming the malicious
+clients) and prints precision and recall against that ground truth.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -28,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dbenv  # noqa: E402
 from ledger import allocate, db, fund_pool, post_allocation, post_transaction, transfer, verify  # noqa: E402
-from ledger.inputs import contributions_from_table  # noqa: E402
+from ledger.inputs import contributions_from_table, rounds_statistics  # noqa: E402
 from ledger.migrate import upgrade  # noqa: E402
+from ledger.screening import screen_updates  # noqa: E402
 
 TARGET_S = 30.0
 DATABASE = "protoken_bench_ledger"
@@ -43,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--per-generation", type=int, default=10, help="clients with a share in each generation")
     parser.add_argument("--transactions", type=int, default=2000, help="single transactions for throughput")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--screen-run", nargs="+", metavar="RUN_DIR", help="screen simulated federations instead")
     args = parser.parse_args(argv)
     if args.clients < args.per_generation or args.rows < args.per_generation or args.transactions < 1:
         parser.error("need clients >= per-generation, rows >= per-generation and transactions >= 1")
@@ -141,8 +150,26 @@ def print_table(rows: list[tuple[str, float]]) -> None:
         print(f"{label:<32} {seconds:>9.3f} {TARGET_S:>9.0f} {seconds / TARGET_S:>8.3f}")
 
 
+def screen_runs(run_dirs: list[str]) -> None:
+    """Precision/recall of the update-based screen on simulated federations with known malicious clients."""
+    print(f"{'run':<40} {'clients':>7} {'malicious':>9} {'flagged':>7} {'precision':>9} {'recall':>6}")
+    for run in run_dirs:
+        metrics = json.loads((Path(run) / "metrics.json").read_text())
+        truth = set(metrics["malicious"])
+        stats = rounds_statistics(sorted(str(p) for p in (Path(run) / "rounds").glob("round-*")))
+        flagged = screen_updates(stats).flagged
+        hits = len(flagged & truth)
+        precision = hits / len(flagged) if flagged else float("nan")
+        recall = hits / len(truth) if truth else float("nan")
+        print(f"{str(run)[-40:]:<40} {len(metrics['client_ids']):>7} {len(truth):>9} {len(flagged):>7} "
+              f"{precision:>9.2f} {recall:>6.2f}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.screen_run:
+        screen_runs(args.screen_run)
+        return
     setup: list = []
     url = timed("create + migrate database", setup, fresh_database)
     try:

@@ -1,6 +1,6 @@
 """Platform pipeline benchmark: audits per minute end to end vs the engine alone, exactly-once, read load.
 
-    python benchmarks/pipeline.py [--quick] [--audits 48] [--duration 60] [--readers 20] [--repeats 2]
+    python benchmarks/pipeline.py [--quick] [--audits 32] [--duration 60] [--readers 20] [--repeats 2]
 
 Everything runs on this machine over loopback and stops by itself:
 
@@ -65,7 +65,7 @@ OVERHEAD_TARGET = 0.15
 FEDERATION = "bench-pipeline"
 RESPONSE = (
     "Start with a small, well-defined goal, measure the results carefully, and adjust the plan "
-    "as soon as the evidence shows what works best."
+    "as soon as the evidence shows what works best for the team."
 )
 TOPICS = (
     "budgeting", "code review", "incident response", "hiring", "data cleaning", "unit testing",
@@ -77,7 +77,7 @@ READ_ENDPOINTS = ("list", "detail", "rounds", "summary")
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    audits: int = 48
+    audits: int = 32
     duration: float = 60.0
     readers: int = 20
     clients: int = 8
@@ -101,7 +101,7 @@ class PipelineConfig:
 def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 audits, 1 repeat, 10 s of read load")
-    parser.add_argument("--audits", type=int, help="audits per throughput pass (default 48, quick 8)")
+    parser.add_argument("--audits", type=int, help="audits per throughput pass (default 32, quick 8)")
     parser.add_argument("--duration", type=float, help="seconds of read load (default 60, quick 10)")
     parser.add_argument("--readers", type=int, default=20, help="concurrent read clients")
     parser.add_argument("--clients", type=int, default=8, help="clients in the synthetic round")
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     parser.add_argument("--seed", type=int, default=0)
     a = parser.parse_args(argv)
     return PipelineConfig(
-        audits=a.audits or (8 if a.quick else 48),
+        audits=a.audits or (8 if a.quick else 32),
         duration=a.duration or (10.0 if a.quick else 60.0),
         readers=a.readers,
         clients=a.clients,

@@ -87,7 +87,8 @@ class RoundRecorder(Strategy):
         from attribution.snapshot import write_round
 
         glob = self._update("global", 1, arrays.to_torch_state_dict(), self.global_modules)
-        clients = [self._client_update(r) for r in replies]
+        # replies arrive in completion order; sort so a round's manifest does not depend on timing
+        clients = sorted((self._client_update(r) for r in replies), key=lambda c: c.client_id)
         path = write_round(self.out_dir / f"round-{server_round:04d}", federation=self.federation,
                            round=server_round, base_model=self.base_model, kind=self.kind,
                            global_update=glob, clients=clients, aggregation=self._aggregation_name())

@@ -41,6 +41,10 @@ Screening (maths in ledger.screening, pure; storage and review in ledger.flags)
     screen_evidence(records, baseline=None, config=EvidenceConfig(), policy=None) -> ScreeningResult
     RoundUpdates(round_id, updates: {client: array | {module: array}}, reference=None)
     screen_updates(rounds: Iterable[RoundUpdates | RoundStatistics], config=UpdateConfig()) -> ScreeningResult
+        (ScreeningResult.findings: list[Finding(client_id, method, score, p_value, q_value, evidence)],
+         .flagged: set[str], .table: per-client statistics)
+    inputs.rounds_statistics(folders, modules=None) -> list[RoundStatistics]   protoken-round/1 folders
+    inputs.read_evidence(path) / read_contributions(path) / contributions_from_table(session, table, ...)
     record_findings(session, *, federation, period, findings, actor="screening") -> list[FlagView]
     review_flag(session, *, federation, flag_id, state, actor, note="", release=True) -> Review
     list_flags(session, federation, *, state=None, client_id=None) -> list[FlagView]
@@ -50,6 +54,7 @@ Exports and audit
     export_payouts(session, *, federation, period, currency) -> PayoutFiles (.csv, .json, .csv_sha256,
         .json_sha256, .lines, .write(directory))
     verify(session, federation=None) -> VerifyReport(ok, problems, heads, records, entries, exports)
+    journal.get_transaction(session, federation, *, transaction_id=None, seq=None) -> Transaction (ORM)
 
 Command line: ``python -m ledger {allocate,screen,export,verify,balances,review} --help``.
 """
@@ -79,6 +84,7 @@ from ledger.screening import (
     EvidenceRecord,
     Finding,
     HarmPolicy,
+    RoundStatistics,
     RoundUpdates,
     ScreeningResult,
     UpdateConfig,
@@ -91,7 +97,8 @@ __all__ = [
     "Allocation", "AllocationReceipt", "AllocationRules", "Balance", "EvidenceConfig", "EvidenceRecord",
     "Finding", "FlagView", "HarmPolicy", "HoldActive", "IdempotencyConflict",
     "InsufficientFunds", "InvalidInput", "InvalidTransition", "LedgerError", "Leg", "NotFound",
-    "NotReversible", "NothingToAllocate", "NothingToExport", "PayoutFiles", "Receipt", "RoundUpdates",
+    "NotReversible", "NothingToAllocate", "NothingToExport", "PayoutFiles", "Receipt", "RoundStatistics",
+    "RoundUpdates",
     "ScreeningResult", "TamperDetected", "UnbalancedTransaction", "UpdateConfig", "VerifyReport", "aggregate",
     "allocate", "balances", "blocking_clients", "dispose_engine", "export_payouts", "forfeit_held",
     "fund_pool", "get_engine", "list_flags", "post_allocation", "post_transaction", "record_findings",

@@ -96,7 +96,7 @@ def _ts(name: str = "created_at") -> sa.Column:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=False)
 
 
-def _create_core_tables() -> None:
+def _create_account_tables() -> None:
     op.create_table(
         "federations",
         sa.Column("name", sa.String(128), nullable=False),
@@ -122,6 +122,9 @@ def _create_core_tables() -> None:
         sa.UniqueConstraint("id", "currency", name="uq_accounts_id_currency"),
         schema=SCHEMA,
     )
+
+
+def _create_transaction_tables() -> None:
     op.create_table(
         "transactions",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
@@ -150,6 +153,9 @@ def _create_core_tables() -> None:
         schema=SCHEMA,
     )
     op.create_index("ix_transactions_federation_kind", "transactions", ["federation", "kind"], schema=SCHEMA)
+
+
+def _create_entry_table() -> None:
     op.create_table(
         "entries",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
@@ -188,6 +194,9 @@ def _create_flag_tables() -> None:
         schema=SCHEMA,
     )
     op.create_index("ix_flags_federation_client_id", "flags", ["federation", "client_id"], schema=SCHEMA)
+
+
+def _create_flag_event_table() -> None:
     op.create_table(
         "flag_events",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
@@ -243,8 +252,11 @@ def _create_export_tables() -> None:
 
 def upgrade() -> None:
     op.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-    _create_core_tables()
+    _create_account_tables()
+    _create_transaction_tables()
+    _create_entry_table()
     _create_flag_tables()
+    _create_flag_event_table()
     _create_export_tables()
     op.execute(FUNCTIONS)
     op.execute(TRIGGERS)

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 from registry.models import Federation
 
-from .periods import Period
+from .periods import Period, parse_day
 from .services import report_build_scheduled
 
 
@@ -26,9 +26,13 @@ def build_report(federation_id: int, start: str, end: str) -> int:
 
 
 @shared_task(name="console.build_period_reports", ignore_result=True)
-def build_period_reports() -> list[int]:
-    """Enqueue the previous period's report for every federation; returns the federation ids."""
-    period = Period.previous(settings.AUDIT_REPORT_PERIOD_DAYS, today=timezone.now().date())
+def build_period_reports(today: str | None = None) -> list[int]:
+    """Enqueue every federation's report of the period that ended before `today` (ISO date; default: now, UTC).
+
+    Passing `today` rebuilds a missed week: ``build_period_reports.delay("2025-03-10")``.
+    """
+    day = parse_day(today, "today") if today is not None else timezone.now().date()
+    period = Period.previous(settings.AUDIT_REPORT_PERIOD_DAYS, today=day)
     ids = list(Federation.objects.order_by("pk").values_list("pk", flat=True))
     for federation_id in ids:
         build_report.delay(federation_id, period.start.isoformat(), period.end.isoformat())

@@ -8,10 +8,10 @@ owning its transaction.
 
 import pytest
 from django.db import connection, transaction
+from registry.models import Federation
 from sqlalchemy import text
 
 from ledger.db import session_on_connection
-from registry.models import Federation
 
 PROBE = "ledger.bridge_probe"
 
@@ -63,9 +63,9 @@ def test_it_detects_the_naive_bridge_losing_djangos_row(probe_table):
     """The trap is real: a plain engine on Django's connection silently drops the row."""
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
-    from sqlalchemy.pool import NullPool
+    from sqlalchemy.pool import StaticPool
 
-    naive = create_engine("postgresql+psycopg://", creator=lambda: connection.connection, poolclass=NullPool)
+    naive = create_engine("postgresql+psycopg://", creator=lambda: connection.connection, poolclass=StaticPool)
     with transaction.atomic():
         Federation.objects.create(slug="lost", name="lost")
         session = Session(bind=naive)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 from conftest import add_generation, make_federation, make_round_row, settle
-
-import dbenv
 from rewards import services
 from rewards.harm import harm_policy_create
+
+import dbenv
 
 SHARES = {"alice": 0.5, "bob": 0.3, "carol": 0.2}
 

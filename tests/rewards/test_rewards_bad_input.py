@@ -8,7 +8,6 @@ import pytest
 from conftest import END, START, add_generation, ledger_balances, settle
 from django.core.management import CommandError, call_command
 from registry.errors import InvalidInput, NotFound, PlatformError
-
 from rewards.harm import harm_policy_create
 from rewards.models import HarmMark, Settlement
 from rewards.rules import SettlementRules

@@ -7,7 +7,6 @@ import io
 
 from conftest import add_generation, ledger_balances
 from django.core.management import call_command
-
 from rewards.harm import harm_policy_create
 from rewards.selectors import flag_list
 

@@ -11,7 +11,6 @@ import pytest
 from conftest import add_generation, ledger_balances, settle
 from django.core.files.storage import storages
 from registry.errors import Conflict
-
 from rewards.harm import harm_policy_create
 from rewards.models import PayoutExport
 from rewards.services import payout_export, payout_file

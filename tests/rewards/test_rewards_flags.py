@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from conftest import add_generation, ledger_balances, settle
 from registry.errors import Conflict, InvalidInput, NotFound
-
 from rewards.harm import harm_mark, harm_policy_create, harm_unmark
 from rewards.models import HarmMark
 from rewards.selectors import flag_list

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pytest
 from celery.schedules import crontab
 from conftest import add_generation, ledger_balances
-
 from rewards.models import Settlement
 from rewards.periods import previous_period
 from rewards.schedule import InvalidSchedule, beat_schedule
@@ -52,7 +51,6 @@ def _dispatch(monkeypatch) -> list[tuple]:
 def test_settle_due_enqueues_the_previous_period_of_each_active_plan_and_the_task_settles_it(fed, round0,
                                                                                                monkeypatch):
     from django.utils import timezone
-
     from rewards import tasks
 
     monkeypatch.setattr(timezone, "now", lambda: datetime(2026, 1, 6, 0, 15, tzinfo=UTC))

@@ -8,7 +8,6 @@ import pytest
 from conftest import END, START, add_generation, ledger_balances, settle
 from registry.errors import Conflict
 from registry.models import Client
-
 from rewards.models import Settlement
 from rewards.rules import SettlementRules
 

@@ -9,7 +9,6 @@ from conftest import add_generation, ledger_balances, make_federation, settle, w
 from django.utils import timezone
 from registry.errors import InvalidInput
 from registry.services import round_register_from_folder
-
 from rewards.selectors import flag_list
 
 CLIENTS = ("c0", "c1", "c2", "c3", "c4", "c5")
