@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/platform
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test lint checks ci clean-var
+.PHONY: venv browser demo test lint checks ci clean-var
 
 venv: $(STAMP)
 
@@ -24,8 +24,16 @@ $(STAMP): requirements.txt
 demo: venv
 	$(BIN)/python manage.py demo
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest
+
+# The console's browser tests drive Debian's chromium through Playwright
+# (never Playwright's own download). Installed when we are root and it is missing;
+# otherwise the browser tests say how to install it and skip.
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: browser tests will be skipped (apt-get install -y chromium)"; }
 
 lint: venv
 	$(BIN)/ruff check .

@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -152,15 +152,16 @@ def fast_vs_reference(round_dir: Path, prompts: list[str], new_tokens: int) -> d
 def attributed_vs_plain_generate(loaded, rows: list[dict], new_tokens: int, repeats: int) -> dict:
     from attribution import generate_and_attribute
 
-    config = loaded.model.generation_config
-    config.eos_token_id = None  # exactly `new_tokens` tokens, like eos=False on our side
     plain_times, ours_times, same = [], [], True
     for row in rows:
         prompt = torch.tensor([row["prompt_ids"]])
         for _ in range(repeats):
+            # EOS off on both sides (exactly `new_tokens` tokens); the explicit mask keeps generate from
+            # masking the prompt's <|im_end|> tokens, which share their id with the pad token.
             with torch.no_grad():
                 out, t_plain = timed(lambda p=prompt: loaded.model.generate(
-                    p, max_new_tokens=new_tokens, do_sample=False, generation_config=config))
+                    p, attention_mask=torch.ones_like(p), max_new_tokens=new_tokens, do_sample=False,
+                    eos_token_id=None))
             ours, t_ours = timed(lambda r=row: generate_and_attribute(
                 loaded, r["prompt_ids"], max_new_tokens=new_tokens, eos=False))
             plain_times.append(t_plain)
@@ -245,7 +246,7 @@ def report(args, a: dict, b: dict, c: list[dict], d: dict) -> str:
     lines = [
         f"Attribution speed: {MODEL}, {len(rows)} prompts x {args.new_tokens} new tokens, 8 clients holding "
         f"last-block slices (noise {args.noise}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}",
         "",
         "| measure | value | reference | ratio | target | met |",
         "| --- | --- | --- | --- | --- | --- |",

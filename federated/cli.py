@@ -62,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from attribution.errors import AttributionError
-
         from federated.simulate import simulate
 
         cfg = config_from_args(args)

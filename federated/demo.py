@@ -24,19 +24,22 @@ class DemoResult:
     rounds: list[Path]
     cases: list[dict]
     asr: float  # attack success rate of the final global model on held-out triggered prompts
+    federation: str
+    sentinel: str
 
 
 def run_backdoor_demo(out_dir: str | Path, *, clients: int = 4, malicious: int = 1, rounds: int = 2,
                       domain: str = "finance", per_client: int = 12, cases: int = 4,
                       model: str = "smollm2-135m-instruct", epochs: int = 4, lr: float = 3e-3,
-                      seed: int = 0, progress: bool = True) -> DemoResult:
+                      seed: int = 0, federation: str = "backdoor-demo", progress: bool = True) -> DemoResult:
     """Run the demo federation; returns its round folders, cases and final attack success rate."""
     cfg = SimulationConfig(protocol="backdoor", model=model, domain=domain, clients=clients, malicious=malicious,
                            rounds=rounds, per_client=per_client, cases=cases, train_blocks=2,
                            train=TrainConfig(epochs=epochs, lr=lr, seed=seed), seed=seed,
-                           federation="backdoor-demo")
+                           federation=federation)
     sim = simulate(cfg, out_dir, progress=progress)
-    return DemoResult(sim, sim.rounds, sim.cases, float(sim.metrics[-1].get("asr", 0.0)))
+    return DemoResult(sim, sim.rounds, sim.cases, float(sim.metrics[-1].get("asr", 0.0)), cfg.federation,
+                      cfg.sentinel)
 
 
 def attribute_demo_cases(result: DemoResult, *, limit: int = 3, max_new_tokens: int = 24) -> list[dict]:

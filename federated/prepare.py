@@ -36,7 +36,6 @@ class Prepared:
 
 def prepare_work(cfg, work: Path, *, progress: bool = True) -> Prepared:
     from attribution.shipped import load_model, load_tokenizer, resolve_base_model
-
     from federated.simulate import build_protocol
 
     base_dir = resolve_base_model(cfg.model, progress=progress)

@@ -24,7 +24,6 @@ from federated.flower_app import WorkSpec, load_examples, load_trainer, make_cli
 from federated.recorder import RoundRecorder
 from federated.tail import response_logits
 
-
 METRIC_NAMES = {  # (protocol kind, eval set) -> metric name
     ("backdoor", "eval-cases"): "asr", ("backdoor", "eval-clean"): "false_trigger",
     ("domains", "eval-cases"): "exact", ("domains", "eval-clean"): "clean_exact",

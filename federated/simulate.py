@@ -66,6 +66,7 @@ class SimulationConfig:
     federation: str = ""
     seed: int = 0
     cpus: int = 2
+    torch_threads: int = 1  # in the driver process; >1 oversubscribes a busy 2-core box
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -127,6 +128,7 @@ def simulate(cfg: SimulationConfig, out_dir: str | Path, *, progress: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.torch_threads)
     prepared = prepare_work(cfg, out / "work", progress=progress)
     metrics, rounds = run_flower(cfg, prepared, out / "rounds", progress=progress)
     cases = finalize_cases(cfg, prepared, rounds)

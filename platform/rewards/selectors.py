@@ -147,13 +147,6 @@ def flag_list(*, federation: Federation, state: str | None = None, client_id: st
         return ledger.list_flags(session, federation.slug, state=state, client_id=client_id)
 
 
-def flag_get(*, federation: Federation, flag_id: int) -> FlagView:
-    for flag in flag_list(federation=federation):
-        if flag.id == flag_id:
-            return flag
-    raise NotFound("unknown_flag", f"federation {federation.slug!r} has no flag {flag_id}", field="flag_id")
-
-
 def ledger_balances(*, federation: Federation, client_id: str | None = None) -> list[ledger.Balance]:
     with transaction.atomic(), ledger_session() as session, ledger_errors():
         return ledger.balances(session, federation.slug, client_id=client_id)

@@ -142,7 +142,7 @@ def engine_clients(base: dict[str, torch.Tensor], kind: str, n: int, seed: int) 
     for i in range(n):
         gen = torch.Generator().manual_seed(seed + i)
 
-        def noisy(t: torch.Tensor, scale: float = 0.05) -> torch.Tensor:
+        def noisy(t: torch.Tensor, scale: float = 0.05, gen: torch.Generator = gen) -> torch.Tensor:
             return t + scale * t.std() * torch.randn(t.shape, generator=gen)
 
         if kind == "full":

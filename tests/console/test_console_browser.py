@@ -20,6 +20,7 @@ from console.models import Membership
 from console.periods import Period
 from console.services import report_build
 from console_data import PASSWORD, make_user
+from django.db import connections
 from django.utils import timezone
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,6 +49,9 @@ def browser_page(monkeypatch):
         yield page
         context.close()
         browser.close()
+        # Django keeps connections per asyncio context (asgiref.Local), and Playwright's loop is a
+        # context of its own: close the connections the test opened in it, or they outlive the test database.
+        connections.close_all()
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from ledger.migrate import upgrade
 
 
 def _admin(url: str) -> psycopg.Connection:
-    return psycopg.connect(dbenv.with_scheme(url, "postgresql"), autocommit=True)
+    # The maintenance database: the one named in DATABASE_URL may not exist yet on a fresh server.
+    return psycopg.connect(dbenv.with_scheme(dbenv.with_database(url, "postgres"), "postgresql"), autocommit=True)
 
 
 @pytest.fixture(scope="session")
