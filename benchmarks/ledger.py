@@ -58,9 +58,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _maintenance(server: str) -> str:
+    # The database named in DATABASE_URL may not exist yet on a fresh server; "postgres" always does.
+    return dbenv.with_scheme(dbenv.with_database(server, "postgres"), "postgresql")
+
+
 def fresh_database() -> str:
     server = dbenv.database_url()
-    with psycopg.connect(dbenv.with_scheme(server, "postgresql"), autocommit=True) as conn:
+    with psycopg.connect(_maintenance(server), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{DATABASE}"')
     url = dbenv.with_database(server, DATABASE)
@@ -70,7 +75,7 @@ def fresh_database() -> str:
 
 def drop_database() -> None:
     db.dispose_engine()
-    with psycopg.connect(dbenv.with_scheme(dbenv.database_url(), "postgresql"), autocommit=True) as conn:
+    with psycopg.connect(_maintenance(dbenv.database_url()), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
 
 

@@ -167,23 +167,13 @@ def free_port() -> int:
 
 @contextmanager
 def running_gunicorn(port: int, log_path: Path) -> Iterator[subprocess.Popen]:
-    from ops.worker import worker_env
+    from ops.worker import managed_process, worker_env
 
     # --timeout: a round upload unpacks and hashes ~100 MB, longer than the default 30 s on a loaded box.
     cmd = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
            "--workers", "2", "--timeout", "300"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=CHECKOUT, env=worker_env(os.environ["DATABASE_URL"]),
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with managed_process(cmd, worker_env(os.environ["DATABASE_URL"]), log_path) as proc:
+        yield proc
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:

@@ -11,7 +11,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from ops.worker import CHECKOUT, worker_env
+from ops.worker import managed_process, worker_env
 
 
 def free_port() -> int:
@@ -27,22 +27,10 @@ def running_web(database_url: str, *, workers: int = 2, log_path: Path | None = 
     port = free_port()
     cmd = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
            "--workers", str(workers), "--timeout", "300", "--log-level", "warning"]
-    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, cwd=CHECKOUT, env=worker_env(database_url), stdout=out,
-                            stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
-    try:
+    with managed_process(cmd, worker_env(database_url), log_path) as proc:
         _wait_healthy(base_url, proc, startup_timeout)
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if log_path:
-            out.close()
 
 
 def _wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float) -> None:

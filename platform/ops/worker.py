@@ -28,19 +28,14 @@ def worker_env(database_url: str, extra: dict[str, str] | None = None) -> dict[s
 
 
 @contextmanager
-def running_worker(database_url: str, *, queues: str = "default,attribution", concurrency: int = 1,
-                   extra_env: dict[str, str] | None = None, log_path: Path | None = None):
-    """Yield a started worker process; terminate it (warm shutdown) on exit."""
-    cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues,
-           "--concurrency", str(concurrency), "--pool", "prefork" if concurrency > 1 else "solo",
-           "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+def managed_process(cmd: list[str], env: dict[str, str], log_path: Path | None = None):
+    """Yield a started child process (output to `log_path` or discarded); terminate it, then kill, on exit."""
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, cwd=CHECKOUT, env=worker_env(database_url, extra_env),
-                            stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=CHECKOUT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
-        proc.terminate()
+        proc.terminate()  # SIGTERM: Celery's warm shutdown, gunicorn's graceful stop
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -48,6 +43,17 @@ def running_worker(database_url: str, *, queues: str = "default,attribution", co
             proc.wait()
         if log_path:
             out.close()
+
+
+@contextmanager
+def running_worker(database_url: str, *, queues: str = "default,attribution", concurrency: int = 1,
+                   extra_env: dict[str, str] | None = None, log_path: Path | None = None):
+    """Yield a started worker process; terminate it (warm shutdown) on exit."""
+    cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues,
+           "--concurrency", str(concurrency), "--pool", "prefork" if concurrency > 1 else "solo",
+           "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    with managed_process(cmd, worker_env(database_url, extra_env), log_path) as proc:
+        yield proc
 
 
 def wait_result(async_result, *, timeout: float, proc: subprocess.Popen | None = None):
