@@ -7,6 +7,11 @@ import dbenv
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "url"
+    if command in ("-h", "--help", "help"):
+        print(__doc__)
+        print("  url     print the database URL (DATABASE_URL, or the embedded Postgres, started if needed)")
+        print("  ensure  also create the database if it does not exist, then print the URL")
+        return 0
     if command not in ("url", "ensure"):
         print(f"error: unknown command {command!r}; use 'url' or 'ensure'", file=sys.stderr)
         return 2

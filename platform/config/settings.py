@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "ninja",  # serves Swagger UI's assets itself: /api/v1/docs must work offline
     "ops",
     "registry",
     "audits",
@@ -59,6 +60,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the console's CSS/JS, Swagger UI) straight from gunicorn: no proxy needed to get a styled console.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,6 +108,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(envstr("STATIC_ROOT") or VAR_DIR / "static")
+# Without `collectstatic` (make demo, tests) whitenoise finds files in the apps' static/ folders.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start when it is missing
 
 # Artifacts (round snapshots, reports, exports) go through Django's storage API.
 # Local filesystem by default; any storage backend (e.g. django-storages' S3) can

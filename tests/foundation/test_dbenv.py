@@ -48,3 +48,13 @@ def test_it_starts_and_stops_an_embedded_postgres(tmp_path):
         assert out.stdout.strip().split(".")[0].isdigit()
     assert (tmp_path / "pg" / "PG_VERSION").exists()
     assert not (tmp_path / "pg" / "postmaster.pid").exists()  # stopped cleanly
+
+
+def test_its_cli_explains_itself_and_names_a_bad_command():
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "dbenv", "--help"], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and "ensure" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "dbenv", "frobnicate"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "'frobnicate'" in bad.stderr

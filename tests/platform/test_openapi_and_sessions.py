@@ -39,3 +39,17 @@ def test_it_asks_a_user_of_several_federations_to_name_one(federation):
     response = http.get("/api/v1/clients")
     assert response.status_code == 422 and response.json()["code"] == "federation_required"
     assert http.get("/api/v1/clients", {"federation": "fed-b"}).json() == []
+
+
+@pytest.mark.parametrize("path", ["/static/console/console.css", "/static/ninja/swagger-ui.css"])
+def test_it_serves_static_files_without_a_proxy(db, settings, path):
+    settings.DEBUG = False  # as under gunicorn in production: Django itself would not serve /static/
+    response = HttpClient().get(path)
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content)
+
+
+def test_the_api_docs_load_swagger_from_this_server_not_a_cdn(db):
+    page = HttpClient().get("/api/v1/docs").content.decode()
+    assert "/static/ninja/" in page
+    assert "cdn.jsdelivr" not in page and "unpkg.com" not in page
