@@ -81,16 +81,17 @@ def round_cache() -> RoundCache:
 
 def loaded_round(round_: Round, config):
     """The engine's `LoadedRound` for a registered round, from the cache when possible."""
-    device = settings.ATTRIBUTION_DEVICE
-    key = (round_.pk, round_.global_sha256, device)
+    # Load on the device and in the dtype the run's config names, so the provenance stored with
+    # each result (which includes the config) says how its numbers were computed.
+    device, dtype = config.device, config.dtype
+    key = (round_.pk, round_.global_sha256, device, dtype)
 
     def load():
-        import torch
-
         from attribution import load_round
+        from attribution.config import DTYPES
 
         folder = local_folder(prefix=round_.artifact_path, names=round_.files)
-        return load_round(folder, device=device, dtype=torch.float32, config=config)
+        return load_round(folder, device=device, dtype=DTYPES[dtype], config=config)
 
     return round_cache().get(key, load)
 

@@ -99,3 +99,12 @@ def test_it_fails_a_generation_whose_round_files_are_corrupt(federation, round_,
     assert done.failure_code == "invalid_round"
     assert "bob" in done.failure_reason and "sha256" in done.failure_reason
     assert AttributionRun.objects.count() == 0
+
+
+def test_it_computes_in_the_dtype_its_stored_config_names(federation, round_, settings):
+    settings.ATTRIBUTION_CONFIG = {"dtype": "float64"}
+    generation = generation_attribute(generation_id=_submit(federation).pk)
+    run = AttributionRun.objects.get(generation=generation)
+    assert run.config["dtype"] == "float64"
+    (loaded,) = [engine.round_cache()._items[k] for k in engine.round_cache().keys()]
+    assert next(loaded.model.parameters()).dtype == torch.float64
