@@ -47,7 +47,7 @@ class Run:
 
 def backdoor_cfg(model: str, domain: str, **kw) -> SimulationConfig:
     base = dict(protocol="backdoor", model=model, domain=domain, clients=6, malicious=2, rounds=4, per_client=16,
-                cases=20, train_blocks=2, poison_fraction=0.5, train=BACKDOOR_TRAIN)
+                cases=20, train_blocks=2, train=BACKDOOR_TRAIN)
     return SimulationConfig(**{**base, **kw})
 
 

@@ -555,8 +555,17 @@ def measure(cfg: PipelineConfig, env: dict, items: list[dict]) -> tuple[list[tup
         f"redelivered tasks {once['redelivered']}",
         f"read errors (first 5): {sorted(set(stats.errors))[:5]}" if stats.errors else "read errors: none",
         f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+        f"Celery broker: {_broker_kind()}",
     ]
     return rows, notes
+
+
+def _broker_kind() -> str:
+    """The broker the worker used, by scheme only (a URL may carry a password)."""
+    from django.conf import settings
+
+    scheme = settings.CELERY_BROKER_URL.split("://", 1)[0]
+    return f"{scheme} (CELERY_BROKER_URL)" if os.environ.get("CELERY_BROKER_URL") else f"{scheme} (default, on Postgres)"
 
 
 def _close_django() -> None:
