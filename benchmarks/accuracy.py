@@ -211,9 +211,7 @@ def backdoor_table(records: list[dict]) -> list[str]:
         cells, accs = [], []
         for d in domains:
             match = [r for r in rows if r["model"] == model and r["domain"] == d]
-            s = match[0]["variants"]["default"] if match else None
-            if s is None:
-                s = next(iter(match[0]["variants"].values())) if match else None
+            s = _default(match[0]) if match else None
             cells.append(cell(s) if s else "—")
             if s and s["n"]:
                 accs.append(s["acc"])
