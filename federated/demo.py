@@ -28,7 +28,7 @@ class DemoResult:
     sentinel: str
 
 
-def run_backdoor_demo(out_dir: str | Path, *, clients: int = 4, malicious: int = 1, rounds: int = 2,
+def run_backdoor_demo(out_dir: str | Path, *, clients: int = 4, malicious: int = 1, rounds: int = 3,
                       domain: str = "finance", per_client: int = 12, cases: int = 4,
                       model: str = "smollm2-135m-instruct", epochs: int = 4, lr: float = 3e-3,
                       seed: int = 0, federation: str = "backdoor-demo", progress: bool = True) -> DemoResult:

@@ -46,7 +46,7 @@ class Command(BaseCommand):
         parser.add_argument("--out", type=Path, default=None, help="folder for the simulated rounds (default var/demo/<time>)")
         parser.add_argument("--clients", type=int, default=4)
         parser.add_argument("--malicious", type=int, default=1)
-        parser.add_argument("--rounds", type=int, default=2)
+        parser.add_argument("--rounds", type=int, default=3)
         parser.add_argument("--cases", type=int, default=6, help="held-out prompts submitted through the API")
 
     def handle(self, *args, **options):
@@ -93,6 +93,8 @@ class Command(BaseCommand):
         result.line = (f"{len(sim.client_ids)} clients ({', '.join(sim.malicious)} malicious), "
                        f"{len(result.rounds)} rounds written; backdoor success rate of the global model "
                        f"{result.asr:.0%}")
+        if result.asr < 0.5:  # DESIGN: a federation where the backdoor did not take says nothing about attribution
+            result.line += " (the backdoor has not fully taken: try more --rounds)"
         return result
 
     def check_worker(self, proc) -> str:
@@ -140,20 +142,23 @@ class Command(BaseCommand):
         from rewards.services import period_settle
 
         federation = Federation.objects.get(slug=summary.federation)
-        sentinel = fed.sentinel
+        # The operator's policy names the attack's output by its opening words, so a response that
+        # carries only part of the sentinel (a backdoor that has half taken) still counts as harmful.
+        keyword = " ".join(fed.sentinel.split()[:3])
         if not federation.harm_policies.filter(name="backdoor-sentinel").exists():
-            harm_policy_create(federation=federation, name="backdoor-sentinel", keywords=[sentinel], actor="demo")
+            harm_policy_create(federation=federation, name="backdoor-sentinel", keywords=[keyword], actor="demo")
         end = timezone.now() + timedelta(seconds=1)
         result = period_settle(federation=federation, period_start=end - timedelta(days=1), period_end=end,
                                pool_amount=POOL, currency="EUR", actor="demo")
         s = result.settlement
         self.stdout.write(f"   period {s.period}: pool {s.pool_amount} EUR cents, {s.generations_count} generations, "
-                          f"{s.harmful_count} harmful (policy keyword {sentinel!r}), {s.flags_count} flag(s)")
+                          f"{s.harmful_count} harmful (policy keyword {keyword!r}), {s.flags_count} flag(s)")
         for flag in flag_list(federation=federation):
             self.stdout.write(f"   flag #{flag.id}: {flag.client_id} by {flag.method} (score {flag.score:.3g}, "
                               f"q {flag.q_value if flag.q_value is None else f'{flag.q_value:.3g}'}) -> {flag.state}")
         for bal in ledger_balances(federation=federation):
             if bal.client_id:
                 self.stdout.write(f"   ledger {bal.kind:<10} {bal.client_id:<12} {bal.balance:>9} {bal.currency}")
+        held = "payouts of flagged clients held" if s.flags_count else "no client flagged, nothing held"
         return (f"allocated {s.allocated_amount}, held {s.held_amount}, retained {s.retained_amount} "
-                f"(ledger tx seq {s.ledger_seq}; payouts held for flagged clients)")
+                f"(ledger tx seq {s.ledger_seq}; {held})")
