@@ -4,9 +4,11 @@
 `RoundRecorder`-wrapped FedAvg), writes the round folders and cases, and
 returns them; `attribute_demo_cases` then attributes a few held-out
 triggered prompts with the engine and returns per-client shares next to the
-ground truth. The defaults are sized to finish in a couple of minutes on two
-CPU cores while the backdoor still takes (the returned metrics carry the
-global model's attack success rate so a caller can check it did).
+ground truth. The defaults are the accuracy benchmark's quick backdoor run
+(6 clients, 2 malicious, 4 rounds, maths): about three minutes of training on
+two CPU cores, and the smallest setting seen here where the backdoor takes
+(1 malicious client of 4 over 3 rounds did not). The returned metrics carry
+the global model's attack success rate so a caller can check it did.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ class DemoResult:
     sentinel: str
 
 
-def run_backdoor_demo(out_dir: str | Path, *, clients: int = 4, malicious: int = 1, rounds: int = 3,
-                      domain: str = "finance", per_client: int = 12, cases: int = 4,
-                      model: str = "smollm2-135m-instruct", epochs: int = 4, lr: float = 3e-3,
+def run_backdoor_demo(out_dir: str | Path, *, clients: int = 6, malicious: int = 2, rounds: int = 4,
+                      domain: str = "math", per_client: int = 16, cases: int = 4,
+                      model: str = "smollm2-135m-instruct", epochs: int = 3, lr: float = 2e-3,
                       seed: int = 0, federation: str = "backdoor-demo", progress: bool = True) -> DemoResult:
     """Run the demo federation; returns its round folders, cases and final attack success rate."""
     cfg = SimulationConfig(protocol="backdoor", model=model, domain=domain, clients=clients, malicious=malicious,
