@@ -8,6 +8,10 @@ is attributed with the fast engine. All cases are generated once (greedy,
 default config) and every ablation variant then teacher-forces the same
 responses, so variants differ only in the attribution config.
 
+The attributed round of a backdoor run is the last one whose global model
+has the run's highest attack success rate (`attributed_round`); others use
+the last round.
+
 Scores (DESIGN.md):
 - sequence top-1: the predicted client is in the case's ground-truth set;
   backdoor cases count only when the generated response contains the sentinel;
@@ -146,10 +150,10 @@ def summarise(rows: list[dict]) -> dict:
 # ---------------------------------------------------------------- running
 
 
-def attribute_run(run: Run, sim, max_new_tokens: int) -> dict[str, dict]:
+def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int) -> dict[str, dict]:
     from attribution import AttributionConfig, attribute_batch, load_round
 
-    loaded = load_round(sim.rounds[-1])
+    loaded = load_round(round_dir)
     cases = [c for c in sim.cases if c["responsible"]]
     if not cases:
         return {v: summarise([]) for v in run.variants}
@@ -165,16 +169,42 @@ def attribute_run(run: Run, sim, max_new_tokens: int) -> dict[str, dict]:
     return out
 
 
+def attributed_round(run: Run, sim) -> Path:
+    """The round whose global model is attributed: for backdoor runs, the last one where the attack works best.
+
+    DESIGN: a federation where the backdoor did not take says nothing about attribution,
+    so check each round's attack success rate first. With malicious clients that hold only
+    poisoned data, FedAvg here oscillates (e.g. ASR 0 -> 1 -> 0 over rounds 2-4 on medical),
+    so the last round is not always one where the backdoor is in effect. Every client of a
+    backdoor run takes part in every round, so the ground truth is the same in each. A `scale`
+    run samples clients, and its cases' truth is fixed to the last round, which stays.
+    """
+    if run.sim.protocol != "backdoor" or run.sim.sample is not None:
+        return sim.rounds[-1]
+    asr = {int(m["round"]): float(m.get("asr", 0.0)) for m in sim.metrics}
+    numbered = [(asr.get(i + 1, 0.0), i) for i in range(len(sim.rounds))]  # metrics' round 0 = before training
+    best = max(a for a, _ in numbered)
+    return sim.rounds[max(i for a, i in numbered if a == best)]
+
+
 def run_one(run: Run, out: Path, max_new_tokens: int, reuse: bool) -> dict:
     folder = out / run.name.replace("/", "_")
     started = time.perf_counter()
+    earlier = folder / "accuracy.json"
+    earlier_sim_s = json.loads(earlier.read_text()).get("simulate_s") if reuse and earlier.exists() else None
     sim = _load_or_simulate(run, folder, reuse)
     sim_s = time.perf_counter() - started
-    variants = attribute_run(run, sim, max_new_tokens)
+    chosen = attributed_round(run, sim)
+    number = sim.rounds.index(chosen) + 1
+    variants = attribute_run(run, sim, chosen, max_new_tokens)
+    attribute_s = time.perf_counter() - started - sim_s
+    sim_s = earlier_sim_s if earlier_sim_s is not None and sim_s < 60 else sim_s  # a reused run keeps its own time
     record = {"name": run.name, "table": run.table, "model": run.sim.model, "domain": run.sim.domain,
-              "clients": run.sim.clients, "final_metrics": sim.metrics[-1], "metrics": sim.metrics,
-              "simulate_s": sim_s, "total_s": time.perf_counter() - started, "variants": variants}
-    (folder / "accuracy.json").write_text(json.dumps(record, indent=1, default=str))
+              "clients": run.sim.clients, "attributed_round": number,
+              "final_metrics": next((m for m in sim.metrics if int(m["round"]) == number), sim.metrics[-1]),
+              "metrics": sim.metrics,
+              "simulate_s": sim_s, "total_s": sim_s + attribute_s, "variants": variants}
+    earlier.write_text(json.dumps(record, indent=1, default=str))
     return record
 
 
@@ -220,14 +250,15 @@ def backdoor_table(records: list[dict]) -> list[str]:
 
 
 def detail_table(rows: list[dict]) -> list[str]:
-    lines = ["| run | final ASR | false trigger | seq top-1 | token top-1 on sentinel | resp-set F1 | excluded |"
-             " sim s | total s |", "|---" * 9 + "|"]
+    lines = ["| run | attributed round | its ASR | false trigger | seq top-1 | token top-1 on sentinel | resp-set F1 |"
+             " excluded | sim s | total s |", "|---" * 10 + "|"]
     for r in rows:
         s = _default(r)
         m = r["final_metrics"]
         lo, hi = s["tok_ci"]
         tok = f"{pct(s['tok_acc'])} [{pct(lo)}–{pct(hi)}] n={s['tok_n']}" if s["tok_n"] else "n/a"
-        lines.append(f"| {r['name']} | {pct(m.get('asr', float('nan')))} | {pct(m.get('false_trigger', float('nan')))}"
+        lines.append(f"| {r['name']} | {r.get('attributed_round', 'last')} of {len(r['metrics']) - 1}"
+                     f" | {pct(m.get('asr', float('nan')))} | {pct(m.get('false_trigger', float('nan')))}"
                      f" | {cell(s)} | {tok} | {pct(s['f1'])} | {s['excluded']} | {r['simulate_s']:.0f} |"
                      f" {r['total_s']:.0f} |")
     return lines
