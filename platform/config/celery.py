@@ -7,7 +7,10 @@ import os
 from celery import Celery
 from celery.signals import worker_process_init
 
+from .broker import register as register_broker_transport
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+register_broker_transport()  # before any connection: the default broker polls every BROKER_POLL_MS
 
 app = Celery("protoken")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -140,8 +140,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # kombu's SQLAlchemy transport hands every transport option to create_engine(), which
-# refuses `polling_interval`; it then polls an empty queue once a second (its default).
+# refuses `polling_interval`; config.broker gives it BROKER_POLL_MS instead.
 CELERY_BROKER_TRANSPORT_OPTIONS = {} if CELERY_BROKER_URL.startswith("sqla+") else {"polling_interval": 0.2}
+BROKER_POLL_MS = envint("BROKER_POLL_MS", 100)
+if not 10 <= BROKER_POLL_MS <= 60_000:
+    raise ImproperlyConfiguredEnv(f"BROKER_POLL_MS must be in 10..60000 milliseconds, got {BROKER_POLL_MS}")
 CELERY_TASK_ROUTES = {"audits.*": {"queue": "attribution"}}
 CELERY_RESULT_EXTENDED = True
 
