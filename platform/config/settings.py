@@ -92,7 +92,10 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
         **dbenv.parse(DATABASE_URL),
-        "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", 0),
+        # Persistent connections: with 0, Django (and Celery's Django fixup after every task)
+        # closes the connection, so each request and each task paid for a new Postgres backend.
+        "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", 60),
+        "CONN_HEALTH_CHECKS": True,  # a connection the server dropped is replaced, not used
         "TEST": {"NAME": envstr("TEST_DATABASE_NAME") or None},
     }
 }
