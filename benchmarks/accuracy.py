@@ -76,11 +76,16 @@ def full_runs(models: list[str]) -> list[Run]:
     smol = "smollm2-135m-instruct"
     runs.append(Run("domains/smollm2", "domains", SimulationConfig(
         protocol="domains", model=smol, clients=8, malicious=0, rounds=3, per_client=16, cases=40,
-        train_blocks=2, train=TrainConfig(epochs=3, lr=1e-3))))
+        train_blocks=2, train=TrainConfig(epochs=3, lr=1e-3)),
+        {"default": {}, "z-score aggregation": {"aggregation": "zscore"}, "share aggregation": {"aggregation": "share"},
+         "log-prob target": {"target": "logprob"}}))
+    # LoRA and sampled federations take the backdoor more slowly (ASR 5% after 4 LoRA rounds,
+    # 20% after 6 sampled rounds, seen here), so they train for more rounds.
     runs.append(Run("lora/smollm2/math", "lora", backdoor_cfg(
-        smol, "math", mode="lora", lora=LoraSpec(r=16, alpha=32.0), train=replace(BACKDOOR_TRAIN, lr=5e-3))))
+        smol, "math", mode="lora", lora=LoraSpec(r=16, alpha=32.0), train=replace(BACKDOOR_TRAIN, lr=5e-3),
+        rounds=6)))
     runs.append(Run("scale/smollm2/math", "scale", backdoor_cfg(
-        smol, "math", clients=50, malicious=10, sample=10, per_client=8, rounds=6)))
+        smol, "math", clients=50, malicious=10, sample=10, per_client=8, rounds=8)))
     variants = {**ABLATIONS, "last 2 blocks": {"last_n_blocks": 2}, "last 4 blocks": {"last_n_blocks": 4}}
     runs.append(Run("ablation/smollm2/math", "ablation",
                     backdoor_cfg(smol, "math", train_blocks=4, record_all_trained=True, seed=1), variants))
@@ -305,9 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="run only runs whose name contains this text")
     parser.add_argument("--reuse", action="store_true", help="reuse finished simulations found in --out")
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--models", default=None,
+                        help=f"comma-separated models of the --full backdoor grid (default: smollm2-135m-instruct, "
+                             f"plus {GEMMA} when its package is installed)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    runs = quick_runs() if args.quick else full_runs(_models())
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else _models()
+    unknown = sorted(set(models) - {"smollm2-135m-instruct", GEMMA})
+    if unknown:
+        parser.error(f"--models: unknown model(s) {', '.join(unknown)}; choose from smollm2-135m-instruct, {GEMMA}")
+    runs = quick_runs() if args.quick else full_runs(models)
     runs = [r for r in runs if args.only is None or args.only in r.name]
     records = []
     for run in runs:
