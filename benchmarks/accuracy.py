@@ -159,7 +159,8 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int) -> dict[s
     from attribution import AttributionConfig, attribute_batch, load_round
 
     loaded = load_round(round_dir)
-    cases = [c for c in sim.cases if c["responsible"]]
+    cases = round_truth(sim.cases, round_dir) if run.sim.sample is not None else sim.cases
+    cases = [c for c in cases if c["responsible"]]
     if not cases:
         return {v: summarise([]) for v in run.variants}
     first = attribute_batch(loaded, [{"prompt_ids": c["prompt_ids"], "max_new_tokens": max_new_tokens}
@@ -180,16 +181,27 @@ def attributed_round(run: Run, sim) -> Path:
     DESIGN: a federation where the backdoor did not take says nothing about attribution,
     so check each round's attack success rate first. With malicious clients that hold only
     poisoned data, FedAvg here oscillates (e.g. ASR 0 -> 1 -> 0 over rounds 2-4 on medical),
-    so the last round is not always one where the backdoor is in effect. Every client of a
-    backdoor run takes part in every round, so the ground truth is the same in each. A `scale`
-    run samples clients, and its cases' truth is fixed to the last round, which stays.
+    so the last round is not always one where the backdoor is in effect. When clients are
+    sampled, the truth of that round is its own malicious participants (`round_truth`).
     """
-    if run.sim.protocol != "backdoor" or run.sim.sample is not None:
+    if run.sim.protocol != "backdoor":
         return sim.rounds[-1]
     asr = {int(m["round"]): float(m.get("asr", 0.0)) for m in sim.metrics}
     numbered = [(asr.get(i + 1, 0.0), i) for i in range(len(sim.rounds))]  # metrics' round 0 = before training
     best = max(a for a, _ in numbered)
     return sim.rounds[max(i for a, i in numbered if a == best)]
+
+
+def round_truth(cases: list[dict], round_dir: Path) -> list[dict]:
+    """Cases whose ground truth is the malicious clients that took part in `round_dir`.
+
+    The simulator fixes a sampled run's truth to its last round; `responsible_all_rounds`
+    keeps every malicious client, and the round's manifest names who took part.
+    """
+    manifest = json.loads((Path(round_dir) / "manifest.json").read_text())
+    present = {c["id"] for c in manifest["clients"]}
+    return [{**c, "responsible": sorted(set(c.get("responsible_all_rounds", c["responsible"])) & present)}
+            for c in cases]
 
 
 def run_one(run: Run, out: Path, max_new_tokens: int, reuse: bool) -> dict:
