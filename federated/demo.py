@@ -7,7 +7,7 @@ triggered prompts with the engine and returns per-client shares next to the
 ground truth. The defaults are the accuracy benchmark's quick backdoor run
 (6 clients, 2 malicious, 4 rounds, maths): about three minutes of training on
 two CPU cores, and the smallest setting seen here where the backdoor takes
-(1 malicious client of 4 over 3 rounds did not). The returned metrics carry
+(the earlier default, 1 malicious client of 4 on finance, did not over 3 rounds). The returned metrics carry
 the global model's attack success rate so a caller can check it did.
 """
 
