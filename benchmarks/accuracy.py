@@ -208,14 +208,15 @@ def run_one(run: Run, out: Path, max_new_tokens: int, reuse: bool) -> dict:
     folder = out / run.name.replace("/", "_")
     started = time.perf_counter()
     earlier = folder / "accuracy.json"
-    earlier_sim_s = json.loads(earlier.read_text()).get("simulate_s") if reuse and earlier.exists() else None
-    sim = _load_or_simulate(run, folder, reuse)
+    sim, reused = _load_or_simulate(run, folder, reuse)
     sim_s = time.perf_counter() - started
+    if reused and earlier.exists():  # a reused run keeps its own simulation time
+        sim_s = json.loads(earlier.read_text()).get("simulate_s", sim_s)
     chosen = attributed_round(run, sim)
     number = sim.rounds.index(chosen) + 1
+    attribute_started = time.perf_counter()
     variants = attribute_run(run, sim, chosen, max_new_tokens)
-    attribute_s = time.perf_counter() - started - sim_s
-    sim_s = earlier_sim_s if earlier_sim_s is not None and sim_s < 60 else sim_s  # a reused run keeps its own time
+    attribute_s = time.perf_counter() - attribute_started
     record = {"name": run.name, "table": run.table, "model": run.sim.model, "domain": run.sim.domain,
               "clients": run.sim.clients, "attributed_round": number,
               "final_metrics": next((m for m in sim.metrics if int(m["round"]) == number), sim.metrics[-1]),
@@ -231,8 +232,8 @@ def _load_or_simulate(run: Run, folder: Path, reuse: bool):
     if reuse and (folder / "metrics.json").exists() and (folder / "cases.jsonl").exists():
         meta = json.loads((folder / "metrics.json").read_text())
         cases = [json.loads(line) for line in (folder / "cases.jsonl").read_text().splitlines()]
-        return SimpleNamespace(rounds=[Path(p) for p in meta["rounds"]], cases=cases, metrics=meta["metrics"])
-    return simulate(run.sim, folder, progress=True)
+        return SimpleNamespace(rounds=[Path(p) for p in meta["rounds"]], cases=cases, metrics=meta["metrics"]), True
+    return simulate(run.sim, folder, progress=True), False
 
 
 # ---------------------------------------------------------------- tables
