@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from attribution.shipped import SHIPPED  # noqa: E402
 from federated.simulate import SimulationConfig, simulate  # noqa: E402
 from federated.tail import LoraSpec, TrainConfig  # noqa: E402
 
@@ -219,7 +220,7 @@ def run_one(run: Run, out: Path, max_new_tokens: int, reuse: bool) -> dict:
     attribute_s = time.perf_counter() - attribute_started
     record = {"name": run.name, "table": run.table, "model": run.sim.model, "domain": run.sim.domain,
               "clients": run.sim.clients, "attributed_round": number,
-              "final_metrics": next((m for m in sim.metrics if int(m["round"]) == number), sim.metrics[-1]),
+              "attributed_metrics": next((m for m in sim.metrics if int(m["round"]) == number), sim.metrics[-1]),
               "metrics": sim.metrics,
               "simulate_s": sim_s, "total_s": sim_s + attribute_s, "variants": variants}
     earlier.write_text(json.dumps(record, indent=1, default=str))
@@ -272,7 +273,7 @@ def detail_table(rows: list[dict]) -> list[str]:
              " excluded | sim s | total s |", "|---" * 10 + "|"]
     for r in rows:
         s = _default(r)
-        m = r["final_metrics"]
+        m = r["attributed_metrics"]
         lo, hi = s["tok_ci"]
         tok = f"{pct(s['tok_acc'])} [{pct(lo)}–{pct(hi)}] n={s['tok_n']}" if s["tok_n"] else "n/a"
         lines.append(f"| {r['name']} | {r.get('attributed_round', 'last')} of {len(r['metrics']) - 1}"
@@ -329,9 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else _models()
-    unknown = sorted(set(models) - {"smollm2-135m-instruct", GEMMA})
+    unknown = sorted(set(models) - set(SHIPPED))
     if unknown:
-        parser.error(f"--models: unknown model(s) {', '.join(unknown)}; choose from smollm2-135m-instruct, {GEMMA}")
+        parser.error(f"--models: unknown model(s) {', '.join(unknown)}; choose from {', '.join(SHIPPED)}")
     runs = quick_runs() if args.quick else full_runs(models)
     runs = [r for r in runs if args.only is None or args.only in r.name]
     records = []

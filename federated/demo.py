@@ -30,7 +30,11 @@ class DemoResult:
     sentinel: str
 
 
-def run_backdoor_demo(out_dir: str | Path, *, clients: int = 6, malicious: int = 2, rounds: int = 4,
+# The demo federation's size, shared with `manage.py demo`'s option defaults.
+CLIENTS, MALICIOUS, ROUNDS = 6, 2, 4
+
+
+def run_backdoor_demo(out_dir: str | Path, *, clients: int = CLIENTS, malicious: int = MALICIOUS, rounds: int = ROUNDS,
                       domain: str = "math", per_client: int = 16, cases: int = 4,
                       model: str = "smollm2-135m-instruct", epochs: int = 3, lr: float = 2e-3,
                       seed: int = 0, federation: str = "backdoor-demo", progress: bool = True) -> DemoResult:

@@ -44,9 +44,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--out", type=Path, default=None, help="folder for the simulated rounds (default var/demo/<time>)")
-        parser.add_argument("--clients", type=int, default=6)
-        parser.add_argument("--malicious", type=int, default=2)
-        parser.add_argument("--rounds", type=int, default=4)
+        from federated import demo
+
+        parser.add_argument("--clients", type=int, default=demo.CLIENTS)
+        parser.add_argument("--malicious", type=int, default=demo.MALICIOUS)
+        parser.add_argument("--rounds", type=int, default=demo.ROUNDS)
         parser.add_argument("--cases", type=int, default=6, help="held-out prompts submitted through the API")
 
     def handle(self, *args, **options):
