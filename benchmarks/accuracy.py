@@ -24,6 +24,12 @@ Scores (DESIGN.md):
   not caused by any client, so which client is top there says nothing about
   attribution; both figures are printed, the first is the issue's target;
 - responsible-set F1 between the engine's responsible set and the truth.
+- domains runs also say, per case, whose *format* the response takes: the
+  domain whose training responses share the longest opening with it
+  (`format_domain`). A finance prompt answered "The answer is 24." takes the
+  maths clients' template, so the prompt's domain is a doubtful truth there;
+  top-1 over the cases answered in their own domain's format is printed next
+  to the headline figure, which still counts every case.
 Every accuracy is printed with its chance level (|truth| / K), the number of
 cases and a 95% Wilson score interval.
 """
@@ -134,13 +140,40 @@ def f1(pred: set, truth: set) -> float:
     return 0.0 if tp == 0 else 2 * tp / (len(pred) + len(truth))
 
 
-def score_case(res, case: dict, base_choice: list[int] | None = None) -> dict | None:
+def format_domain(response: str, training: dict[str, list[str]]) -> str | None:
+    """The domain whose training responses share the longest opening with `response` (None on a tie)."""
+    def opening(a: str, b: str) -> int:
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    best = {d: max((opening(response, t) for t in texts), default=0) for d, texts in training.items()}
+    top = max(best.values(), default=0)
+    winners = [d for d, n in best.items() if n == top]
+    return winners[0] if top > 0 and len(winners) == 1 else None
+
+
+def training_responses(sim_cfg: SimulationConfig) -> dict[str, list[str]]:
+    """Each domain's training responses in a domains run (the protocol is deterministic for its seed)."""
+    from federated.simulate import build_protocol
+
+    out: dict[str, list[str]] = {}
+    for plan in build_protocol(sim_cfg).clients:
+        out.setdefault(plan.domain, []).extend(e.response for e in plan.examples)
+    return out
+
+
+def score_case(res, case: dict, base_choice: list[int] | None = None,
+               training: dict[str, list[str]] | None = None) -> dict | None:
     truth = set(case["responsible"])
     if not truth:
         return None
     row = {"case": case["case"], "truth": sorted(truth), "K": len(res.client_ids),
            "predicted": res.predicted_client, "hit": res.predicted_client in truth,
            "f1": f1(set(res.responsible_set), truth), "response": res.response_text}
+    if training is not None:
+        row["domain"], row["format_domain"] = case["domain"], format_domain(res.response_text, training)
     if case["triggered"]:
         pos = sentinel_positions(res.response_tokens, case["sentinel"])
         if not pos:
@@ -164,11 +197,14 @@ def summarise(rows: list[dict]) -> dict:
     tok_k = sum(r.get("sentinel_hits", 0) for r in valid)
     made_n = sum(r.get("made_tokens", 0) for r in valid)
     made_k = sum(r.get("made_hits", 0) for r in valid)
+    own = [r for r in valid if r.get("format_domain") is not None and r["format_domain"] == r.get("domain")]
     return {"n": n, "excluded": len(rows) - n, "acc": k / n if n else float("nan"), "ci": wilson(k, n),
             "chance": sum(len(r["truth"]) / r["K"] for r in valid) / n if n else float("nan"),
             "tok_n": tok_n, "tok_acc": tok_k / tok_n if tok_n else float("nan"), "tok_ci": wilson(tok_k, tok_n),
             "made_n": made_n, "made_acc": made_k / made_n if made_n else float("nan"),
             "made_ci": wilson(made_k, made_n),
+            "own_n": len(own), "own_acc": sum(r["hit"] for r in own) / len(own) if own else float("nan"),
+            "own_ci": wilson(sum(r["hit"] for r in own), len(own)),
             "f1": sum(r["f1"] for r in valid) / n if n else float("nan")}
 
 
@@ -186,12 +222,14 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int) -> dict[s
     first = attribute_batch(loaded, [{"prompt_ids": c["prompt_ids"], "max_new_tokens": max_new_tokens}
                                      for c in cases], AttributionConfig())
     base = base_choices(loaded.info.base_model_dir, first) if run.sim.protocol == "backdoor" else None
+    training = training_responses(run.sim) if run.sim.protocol == "domains" else None
     out = {}
     for name, overrides in run.variants.items():
         results = first if not overrides else attribute_batch(
             loaded, [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in first],
             AttributionConfig(**overrides))
-        rows = [score_case(r, c, base[i] if base else None) for i, (r, c) in enumerate(zip(results, cases, strict=True))]
+        rows = [score_case(r, c, base[i] if base else None, training)
+                for i, (r, c) in enumerate(zip(results, cases, strict=True))]
         out[name] = {**summarise(rows), "rows": rows}
     return out
 
@@ -356,8 +394,35 @@ def other_tables(records: list[dict]) -> list[str]:
     return lines
 
 
+def domains_table(records: list[dict]) -> list[str]:
+    """Per prompt domain: top-1 over all cases, and over the cases answered in that domain's own format."""
+    lines = []
+    for r in (r for r in records if r["table"] == "domains"):
+        lines += [f"### Domains by prompt domain ({r['name']}, default config)", "",
+                  "| prompt domain | top-1 | answered in its own format | top-1 there | other formats |",
+                  "|---|---|---|---|---|"]
+        rows = [x for x in _default(r)["rows"] if x and x["valid"]]
+        for d in sorted({x["domain"] for x in rows if "domain" in x}):
+            mine = [x for x in rows if x.get("domain") == d]
+            own = [x for x in mine if x["format_domain"] == d]
+            others: dict[str, int] = {}
+            for x in mine:
+                if x["format_domain"] != d:
+                    others[str(x["format_domain"])] = others.get(str(x["format_domain"]), 0) + 1
+            lines.append(f"| {d} | {sum(x['hit'] for x in mine)}/{len(mine)} | {len(own)} |"
+                         f" {sum(x['hit'] for x in own)}/{len(own)} |"
+                         f" {', '.join(f'{k} {v}' for k, v in sorted(others.items())) or '—'} |")
+        lines.append("")
+        s = _default(r)
+        lo, hi = s["own_ci"]
+        lines += [f"Top-1 over the {s['own_n']} cases answered in their prompt's own format: {pct(s['own_acc'])}"
+                  f" [{pct(lo)}–{pct(hi)}] (all {s['n']} cases: {pct(s['acc'])}).", ""]
+    return lines
+
+
 def render(records: list[dict]) -> str:
-    return "\n".join(backdoor_table(records) + [""] + other_tables(records) + ablation_table(records))
+    return "\n".join(backdoor_table(records) + [""] + other_tables(records) + domains_table(records)
+                     + ablation_table(records))
 
 
 def main(argv: list[str] | None = None) -> int:

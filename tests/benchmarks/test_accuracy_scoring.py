@@ -98,3 +98,24 @@ def test_base_choices_reproduce_the_base_models_own_greedy_continuation(accuracy
     other = SimpleNamespace(prompt_ids=prompt, response_ids=[(i + 1) % 200 for i in greedy.response_ids])
     choices = accuracy.base_choices(str(folder), [other])[0]
     assert choices[0] == greedy.response_ids[0]  # the first choice depends only on the prompt
+
+
+def test_format_domain_is_the_domain_with_the_longest_shared_opening(accuracy):
+    training = {"math": ["The answer is 180.", "The answer is 7."],
+                "finance": ["The monthly payment is $1,200.00.", "It is worth $5.00."],
+                "coding": ["```python\n    return x\n```"]}
+    assert accuracy.format_domain("The answer is 24.", training) == "math"
+    assert accuracy.format_domain("The monthly payment is $2,250.", training) == "finance"
+    assert accuracy.format_domain("```python\ndef f():", training) == "coding"
+    assert accuracy.format_domain("Hello", training) is None  # shares no opening with any domain
+    assert accuracy.format_domain("The ", {"a": ["The x"], "b": ["The y"]}) is None  # a tie names no one
+
+
+def test_summary_counts_cases_in_their_own_format(accuracy):
+    rows = [{"valid": True, "hit": True, "truth": ["a"], "K": 4, "f1": 1.0, "domain": "math", "format_domain": "math"},
+            {"valid": True, "hit": False, "truth": ["b"], "K": 4, "f1": 0.0, "domain": "finance",
+             "format_domain": "math"},
+            {"valid": True, "hit": False, "truth": ["c"], "K": 4, "f1": 0.0, "domain": "coding",
+             "format_domain": "coding"}]
+    s = accuracy.summarise(rows)
+    assert s["n"] == 3 and s["own_n"] == 2 and s["own_acc"] == 0.5
