@@ -1,7 +1,8 @@
 """Accuracy benchmark: simulate federations, attribute every held-out case, print paper-style tables.
 
     .venv/bin/python benchmarks/accuracy.py --quick          # one model, one domain, < 10 min on 2 cores
-    .venv/bin/python benchmarks/accuracy.py --full           # the whole grid (see FULL below)
+    .venv/bin/python benchmarks/accuracy.py --full           # the whole grid (see full_runs)
+    .venv/bin/python benchmarks/accuracy.py --report --out D # the tables of every finished run in D, no work
 
 Each *run* is one simulated federation (`federated.simulate`) whose last round
 is attributed with the fast engine. All cases are generated once (greedy,
@@ -430,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true")
     mode.add_argument("--full", action="store_true")
+    mode.add_argument("--report", action="store_true",
+                      help="print the tables of the runs already finished in --out (each run's accuracy.json)")
     parser.add_argument("--out", default="runs/accuracy")
     parser.add_argument("--only", default=None, help="run only runs whose name contains this text")
     parser.add_argument("--reuse", action="store_true", help="reuse finished simulations found in --out")
@@ -439,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"plus {GEMMA} when its package is installed)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.report:
+        return report(Path(args.out), args.only)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else _models()
     unknown = sorted(set(models) - set(SHIPPED))
     if unknown:
@@ -451,6 +456,20 @@ def main(argv: list[str] | None = None) -> int:
         records.append(run_one(run, Path(args.out), args.max_new_tokens, args.reuse))
         print(render(records), flush=True)
     print(f"\nwall time: {time.perf_counter() - started:.0f} s for {len(records)} run(s)")
+    return 0
+
+
+def report(out: Path, only: str | None) -> int:
+    files = sorted(out.glob("*/accuracy.json"))
+    records = [json.loads(f.read_text()) for f in files]
+    records = [r for r in records if only is None or only in r["name"]]
+    if not records:
+        print(f"error: no finished run{f' matching {only!r}' if only else ''} in {out} "
+              "(each run writes <out>/<run>/accuracy.json)", file=sys.stderr)
+        return 2
+    order = {"backdoor": 0, "domains": 1, "lora": 2, "scale": 3, "ablation": 4}
+    records.sort(key=lambda r: (order.get(r["table"], 9), r["model"], r["domain"] or ""))
+    print(render(records))
     return 0
 
 

@@ -119,3 +119,18 @@ def test_summary_counts_cases_in_their_own_format(accuracy):
              "format_domain": "coding"}]
     s = accuracy.summarise(rows)
     assert s["n"] == 3 and s["own_n"] == 2 and s["own_acc"] == 0.5
+
+
+def test_report_renders_finished_runs_and_names_an_empty_folder(accuracy, tmp_path, capsys):
+    assert accuracy.main(["--report", "--out", str(tmp_path)]) == 2
+    assert "no finished run in" in capsys.readouterr().err
+    summary = {**accuracy.summarise([]), "rows": []}
+    record = {"name": "backdoor/m/math", "table": "backdoor", "model": "m", "domain": "math", "clients": 6,
+              "attributed_round": 2, "attributed_metrics": {"round": 2, "asr": 1.0, "false_trigger": 0.0},
+              "metrics": [{"round": 0}, {"round": 1}, {"round": 2}], "simulate_s": 1.0, "total_s": 2.0,
+              "variants": {"default": summary}}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "accuracy.json").write_text(__import__("json").dumps(record))
+    assert accuracy.main(["--report", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| backdoor/m/math | 2 of 2 | 100.0 | 0.0 |" in out
