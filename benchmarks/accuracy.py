@@ -222,7 +222,7 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int) -> dict[s
         return {v: summarise([]) for v in run.variants}
     first = attribute_batch(loaded, [{"prompt_ids": c["prompt_ids"], "max_new_tokens": max_new_tokens}
                                      for c in cases], AttributionConfig())
-    base = base_choices(loaded.info.base_model_dir, first) if run.sim.protocol == "backdoor" else None
+    base = base_choices(loaded.info.base_model_dir, first)
     training = training_responses(run.sim) if run.sim.protocol == "domains" else None
     out = {}
     for name, overrides in run.variants.items():
@@ -232,7 +232,35 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int) -> dict[s
         rows = [score_case(r, c, base[i] if base else None, training)
                 for i, (r, c) in enumerate(zip(results, cases, strict=True))]
         out[name] = {**summarise(rows), "rows": rows}
+    for name, use_shares in MADE_ONLY.items():
+        rows = [score_made_only(r, c, b, use_shares, training) for r, c, b in zip(first, cases, base, strict=True)]
+        out[name] = {**summarise(rows), "rows": rows}
     return out
+
+
+# Scoring variants computed here from the default run's token scores, not engine options:
+# the sequence score adds up only the tokens the base model would not have chosen itself.
+MADE_ONLY = {"federation-made tokens only (sum)": False, "federation-made tokens only (share)": True}
+
+
+def score_made_only(res, case: dict, base_choice: list[int], use_shares: bool,
+                    training: dict[str, list[str]] | None) -> dict | None:
+    """`score_case` with the predicted client taken from federation-made tokens only.
+
+    A token the pre-federation model already picks from the same prefix (a copied
+    identifier, the rest of a word) was caused by no client in particular, so its
+    scores are left out of the sum. A response with no such token keeps every token.
+    Token-level figures are unchanged (each token's top client is the same);
+    the responsible set is not recomputed, so F1 is not reported.
+    """
+    row = score_case(res, case, base_choice, training)
+    if row is None or not row["valid"]:
+        return row
+    made = [t for t, b in enumerate(base_choice) if b != res.response_ids[t]] or list(range(len(base_choice)))
+    per_token = res.token_shares if use_shares else res.token_scores
+    predicted = res.client_ids[int(per_token[made].sum(dim=0).argmax())]
+    return {**row, "predicted": predicted, "hit": predicted in set(case["responsible"]), "f1": float("nan"),
+            "made_share": len(made) / max(1, len(base_choice))}
 
 
 def base_choices(base_model_dir: str, results) -> list[list[int]]:

@@ -134,3 +134,21 @@ def test_report_renders_finished_runs_and_names_an_empty_folder(accuracy, tmp_pa
     assert accuracy.main(["--report", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| backdoor/m/math | 2 of 2 | 100.0 | 0.0 |" in out
+
+
+def test_made_only_scoring_leaves_out_tokens_the_base_model_picks_itself(accuracy):
+    res = result([0] * len(TOKENS))
+    res.token_scores = torch.zeros(len(TOKENS), 3)
+    res.token_scores[:, 0] = 1.0  # client a leads every token by 1 ...
+    res.token_scores[0, 1] = 50.0  # ... but client b leads token 0 by far, and the base model picks token 0 itself
+    res.token_shares = torch.softmax(res.token_scores, dim=1)
+    base = [res.response_ids[0]] + [0] * (len(TOKENS) - 1)
+    plain = accuracy.score_case(res, {**CASE, "responsible": ["a"]}, base)
+    assert plain["predicted"] == res.predicted_client  # score_case keeps the engine's prediction
+    for use_shares in (False, True):
+        row = accuracy.score_made_only(res, {**CASE, "responsible": ["a"]}, base, use_shares, None)
+        assert row["predicted"] == "a" and row["hit"]
+        assert row["made_share"] == pytest.approx(7 / 8)
+    everything = [i for i in res.response_ids]  # the base model picks every token: all tokens count
+    row = accuracy.score_made_only(res, {**CASE, "responsible": ["b"]}, everything, False, None)
+    assert row["predicted"] == "b" and row["made_share"] == 1.0
