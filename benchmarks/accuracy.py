@@ -251,14 +251,15 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
         rows = [score_case(r, c, {k: v[i] for k, v in references.items()}, training)
                 for i, (r, c) in enumerate(zip(results, cases, strict=True))]
         out[name] = {**summarise(rows), "rows": rows}
-    for name, use_shares in MADE_ONLY.items():
+    for name, use_shares in (MADE_ONLY.items() if run.sim.protocol == "domains" else ()):
         rows = [score_made_only(r, c, b, use_shares, training) for r, c, b in zip(first, cases, base, strict=True)]
         out[name] = {**summarise(rows), "rows": rows}
     return out
 
 
-# Scoring variants computed here from the default run's token scores, not engine options:
-# the sequence score adds up only the tokens the base model would not have chosen itself.
+# Scoring variants of domains runs, computed here from the default run's token scores, not engine
+# options: the sequence score adds up only the tokens the base model would not have chosen itself.
+# (On backdoor runs they change nothing: their sequence top-1 is already 100%.)
 MADE_ONLY = {"federation-made tokens only (sum)": False, "federation-made tokens only (share)": True}
 
 
