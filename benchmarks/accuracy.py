@@ -259,7 +259,7 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
 
 # Scoring variants of domains runs, computed here from the default run's token scores, not engine
 # options: the sequence score adds up only the tokens the base model would not have chosen itself.
-# (On backdoor runs they change nothing: their sequence top-1 is already 100%.)
+# (On the backdoor runs here they gave the default's sequence top-1, 100%, so only domains runs get them.)
 MADE_ONLY = {"federation-made tokens only (sum)": False, "federation-made tokens only (share)": True}
 
 
