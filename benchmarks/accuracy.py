@@ -444,28 +444,30 @@ def other_tables(records: list[dict]) -> list[str]:
 
 
 def domains_table(records: list[dict]) -> list[str]:
-    """Per prompt domain: top-1 over all cases, and over the cases answered in that domain's own format."""
+    """Per prompt domain: how many responses take that domain's own format, and each variant's top-1."""
     lines = []
     for r in (r for r in records if r["table"] == "domains"):
-        lines += [f"### Domains by prompt domain ({r['name']}, default config)", "",
-                  "| prompt domain | top-1 | answered in its own format | top-1 there | other formats |",
-                  "|---|---|---|---|---|"]
-        rows = [x for x in _default(r)["rows"] if x and x["valid"]]
-        for d in sorted({x["domain"] for x in rows if "domain" in x}):
-            mine = [x for x in rows if x.get("domain") == d]
-            own = [x for x in mine if x["format_domain"] == d]
+        names = list(r["variants"])
+        lines += [f"### Domains by prompt domain ({r['name']}): top-1 per variant", "",
+                  "| prompt domain | answered in its own format | other formats | " + " | ".join(names) + " |",
+                  "|---" * (3 + len(names)) + "|"]
+        rows = {n: [x for x in r["variants"][n]["rows"] if x and x["valid"] and "domain" in x] for n in names}
+        default = rows[names[0]]
+        for d in sorted({x["domain"] for x in default}):
+            mine = [x for x in default if x["domain"] == d]
             others: dict[str, int] = {}
             for x in mine:
                 if x["format_domain"] != d:
                     others[str(x["format_domain"])] = others.get(str(x["format_domain"]), 0) + 1
-            lines.append(f"| {d} | {sum(x['hit'] for x in mine)}/{len(mine)} | {len(own)} |"
-                         f" {sum(x['hit'] for x in own)}/{len(own)} |"
-                         f" {', '.join(f'{k} {v}' for k, v in sorted(others.items())) or '—'} |")
+            hits = [f"{sum(x['hit'] for x in rows[n] if x['domain'] == d)}/{len(mine)}" for n in names]
+            lines.append(f"| {d} | {sum(x['format_domain'] == d for x in mine)}/{len(mine)} |"
+                         f" {', '.join(f'{k} {v}' for k, v in sorted(others.items())) or '—'} | "
+                         + " | ".join(hits) + " |")
         lines.append("")
         s = _default(r)
         lo, hi = s["own_ci"]
-        lines += [f"Top-1 over the {s['own_n']} cases answered in their prompt's own format: {pct(s['own_acc'])}"
-                  f" [{pct(lo)}–{pct(hi)}] (all {s['n']} cases: {pct(s['acc'])}).", ""]
+        lines += [f"Top-1 (default) over the {s['own_n']} cases answered in their prompt's own format:"
+                  f" {pct(s['own_acc'])} [{pct(lo)}–{pct(hi)}] (all {s['n']} cases: {pct(s['acc'])}).", ""]
     return lines
 
 

@@ -156,3 +156,18 @@ def test_made_only_scoring_leaves_out_tokens_the_base_model_picks_itself(accurac
     everything = [i for i in res.response_ids]  # the base model picks every token: all tokens count
     row = accuracy.score_made_only(res, {**CASE, "responsible": ["b"]}, everything, False, None)
     assert row["predicted"] == "b" and row["made_share"] == 1.0
+
+
+def test_domains_table_counts_formats_and_each_variants_hits(accuracy):
+    def row(domain, fmt, hit):
+        return {"valid": True, "hit": hit, "truth": ["a"], "K": 8, "f1": 0.5, "domain": domain, "format_domain": fmt}
+
+    default = [row("finance", "math", False), row("finance", "finance", True), row("math", "math", True)]
+    share = [row("finance", "math", True), row("finance", "finance", True), row("math", "math", False)]
+    record = {"name": "domains/m", "table": "domains",
+              "variants": {"default": {**accuracy.summarise(default), "rows": default},
+                           "share": {**accuracy.summarise(share), "rows": share}}}
+    lines = accuracy.domains_table([record])
+    assert "| finance | 1/2 | math 1 | 1/2 | 2/2 |" in lines
+    assert "| math | 1/1 | — | 1/1 | 0/1 |" in lines
+    assert any("over the 2 cases answered in their prompt's own format: 100.0" in x for x in lines)
