@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/accuracy.py --full           # the whole grid (see full_runs)
     .venv/bin/python benchmarks/accuracy.py --report --out D # the tables of every finished run in D, no work
 
-Each *run* is one simulated federation (`federated.simulate`) whose last round
-is attributed with the fast engine. All cases are generated once (greedy,
+Each *run* is one simulated federation (`federated.simulate`), one round of
+which is attributed with the fast engine. All cases are generated once (greedy,
 default config) and every ablation variant then teacher-forces the same
 responses, so variants differ only in the attribution config.
 
@@ -31,7 +31,8 @@ Scores (DESIGN.md):
   (`format_domain`). A finance prompt answered "The answer is 24." takes the
   maths clients' template, so the prompt's domain is a doubtful truth there;
   top-1 over the cases answered in their own domain's format is printed next
-  to the headline figure, which still counts every case.
+  to the headline figure, which still counts every case. Domains runs also get
+  two scoring variants that add up federation-made tokens only (`MADE_ONLY`).
 Every accuracy is printed with its chance level (|truth| / K), the number of
 cases and a 95% Wilson score interval.
 """
