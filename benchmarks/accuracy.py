@@ -194,10 +194,49 @@ def score_case(res, case: dict, references: dict[str, list[int]] | None = None,
         for key, subset in subsets.items():
             row[f"{key}_hits"] = sum(res.client_ids[tops[t]] in truth for t in subset)
             row[f"{key}_tokens"] = len(subset)
+        spread = client_spread(res.token_scores)
         row["misses"] = [{"token": res.response_tokens[t], "top": res.client_ids[tops[t]],
-                          **{key: t in subset for key, subset in subsets.items()}}
+                          "spread": spread[t], **{key: t in subset for key, subset in subsets.items()}}
                          for t in pos if res.client_ids[tops[t]] not in truth]
+        row["hit_spreads"] = [spread[t] for t in pos if res.client_ids[tops[t]] in truth]
     return {**row, "valid": True}
+
+
+def client_spread(token_scores) -> list[float]:
+    """Per token, how far apart the clients' scores are: (max - min) / mean |score|."""
+    top, bottom = token_scores.max(dim=1).values, token_scores.min(dim=1).values
+    scale = token_scores.abs().mean(dim=1).clamp_min(1e-12)
+    return ((top - bottom) / scale).tolist()
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def misses_table(records: list[dict]) -> list[str]:
+    """The sentinel tokens whose top client is not malicious, per run, and how close the clients were there."""
+    lines = ["### Missed sentinel tokens (default config)", "",
+             "| run | missed token x responses | round-made among them | median client spread on misses |"
+             " on hits |", "|---" * 5 + "|"]
+    for r in records:
+        rows = [x for x in _default(r)["rows"] if x and x.get("valid") and "misses" in x]
+        misses = [m for x in rows for m in x["misses"]]
+        if not misses:
+            continue
+        counts: dict[str, int] = {}
+        for m in misses:
+            counts[m["token"]] = counts.get(m["token"], 0) + 1
+        spreads = [m["spread"] for m in misses if "spread" in m]
+        hits = [v for x in rows for v in x.get("hit_spreads", [])]
+        new = sum(bool(m.get("new")) for m in misses) if all("new" in m for m in misses) else None
+        lines.append(f"| {r['name']} | {', '.join(f'`{t}` x {n}' for t, n in counts.items())} |"
+                     f" {'n/a' if new is None else f'{new} of {len(misses)}'} |"
+                     f" {percent(median(spreads))} | {percent(median(hits))} |")
+    return lines + [""] if len(lines) > 4 else []
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -367,6 +406,10 @@ def pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}"
 
 
+def percent(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}%"
+
+
 def cell(s: dict) -> str:
     lo, hi = s["ci"]
     return f"{pct(s['acc'])} [{pct(lo)}–{pct(hi)}] n={s['n']} (chance {pct(s['chance'])})"
@@ -473,8 +516,8 @@ def domains_table(records: list[dict]) -> list[str]:
 
 
 def render(records: list[dict]) -> str:
-    return "\n".join(backdoor_table(records) + [""] + other_tables(records) + domains_table(records)
-                     + ablation_table(records))
+    return "\n".join(backdoor_table(records) + [""] + other_tables(records) + misses_table(records)
+                     + domains_table(records) + ablation_table(records))
 
 
 def main(argv: list[str] | None = None) -> int:

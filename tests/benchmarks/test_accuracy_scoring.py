@@ -54,12 +54,12 @@ def test_token_hits_and_federation_made_tokens(accuracy):
     assert (row["sentinel_hits"], row["sentinel_tokens"]) == (4, 5)
     assert (row["made_hits"], row["made_tokens"]) == (3, 3)
     assert (row["new_hits"], row["new_tokens"]) == (1, 1)
-    assert row["misses"] == [{"token": "ATE", "top": "c", "made": False, "new": False}]
+    assert row["misses"] == [{"token": "ATE", "top": "c", "spread": 3.0, "made": False, "new": False}]
     summary = accuracy.summarise([row])
     assert summary["tok_acc"] == pytest.approx(0.8) and summary["made_acc"] == 1.0 and summary["new_acc"] == 1.0
     assert summary["made_n"] == 3 and summary["new_n"] == 1 and summary["chance"] == pytest.approx(1 / 3)
     bare = accuracy.score_case(res, CASE)  # no reference models: only the all-token figures
-    assert "made_tokens" not in bare and bare["misses"] == [{"token": "ATE", "top": "c"}]
+    assert "made_tokens" not in bare and bare["misses"] == [{"token": "ATE", "top": "c", "spread": 3.0}]
 
 
 def test_a_response_without_the_sentinel_is_excluded_not_scored(accuracy):
@@ -171,3 +171,16 @@ def test_domains_table_counts_formats_and_each_variants_hits(accuracy):
     assert "| finance | 1/2 | math 1 | 1/2 | 2/2 |" in lines
     assert "| math | 1/1 | — | 1/1 | 0/1 |" in lines
     assert any("over the 2 cases answered in their prompt's own format: 100.0" in x for x in lines)
+
+
+def test_misses_table_lists_missed_tokens_and_the_clients_spread(accuracy):
+    res = result([1, 1, 0, 0, 2, 0, 0, 1])  # "ATE" goes to benign client c
+    res.token_scores = res.token_scores + 10.0  # scores 11 vs 10: spread (11 - 10) / mean 10.33
+    row = accuracy.score_case(res, CASE, {"new": [0] * len(TOKENS)})
+    assert row["misses"][0]["token"] == "ATE" and row["misses"][0]["spread"] == pytest.approx(1 / (31 / 3))
+    assert len(row["hit_spreads"]) == 4
+    record = {"name": "backdoor/m/math", "variants": {"default": {**accuracy.summarise([row]), "rows": [row]}}}
+    lines = accuracy.misses_table([record])
+    assert "| backdoor/m/math | `ATE` x 1 | 1 of 1 | 9.7% | 9.7% |" in lines
+    assert accuracy.misses_table([{"name": "x", "variants": {"default": {"rows": []}}}]) == []
+    assert accuracy.median([3.0, 1.0, 2.0, 10.0]) == 2.5
