@@ -42,8 +42,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -145,13 +147,8 @@ def f1(pred: set, truth: set) -> float:
 
 def format_domain(response: str, training: dict[str, list[str]]) -> str | None:
     """The domain whose training responses share the longest opening with `response` (None on a tie)."""
-    def opening(a: str, b: str) -> int:
-        n = 0
-        while n < min(len(a), len(b)) and a[n] == b[n]:
-            n += 1
-        return n
-
-    best = {d: max((opening(response, t) for t in texts), default=0) for d, texts in training.items()}
+    best = {d: max((len(os.path.commonprefix([response, t])) for t in texts), default=0)
+            for d, texts in training.items()}
     top = max(best.values(), default=0)
     winners = [d for d, n in best.items() if n == top]
     return winners[0] if top > 0 and len(winners) == 1 else None
@@ -227,9 +224,7 @@ def misses_table(records: list[dict]) -> list[str]:
         misses = [m for x in rows for m in x["misses"]]
         if not misses:
             continue
-        counts: dict[str, int] = {}
-        for m in misses:
-            counts[m["token"]] = counts.get(m["token"], 0) + 1
+        counts = Counter(m["token"] for m in misses)
         spreads = [m["spread"] for m in misses if "spread" in m]
         hits = [v for x in rows for v in x.get("hit_spreads", [])]
         new = sum(bool(m.get("new")) for m in misses) if all("new" in m for m in misses) else None
@@ -266,6 +261,7 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
                   previous: Path | None = None) -> dict[str, dict]:
     """Attribute every case of `round_dir`; `previous` is the round before it (None: it starts from the base)."""
     from attribution import AttributionConfig, attribute_batch, load_round
+    from attribution.shipped import load_model
 
     loaded = load_round(round_dir)
     cases = round_truth(sim.cases, round_dir) if run.sim.sample is not None else sim.cases
@@ -274,14 +270,10 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
         return {v: summarise([]) for v in run.variants}
     first = attribute_batch(loaded, [{"prompt_ids": c["prompt_ids"], "max_new_tokens": max_new_tokens}
                                      for c in cases], AttributionConfig())
-    from attribution.shipped import load_model
-
-    references = {"made": greedy_choices(load_model(loaded.info.base_model_dir), first)}
-    if previous is not None:
-        references["new"] = greedy_choices(load_round(previous).model, first)
-    else:  # round 1 starts from the base model
-        references["new"] = references["made"]
-    base = references["made"]
+    base = greedy_choices(load_model(loaded.info.base_model_dir), first)
+    references = {"made": base}
+    if run.sim.protocol != "domains":  # round-made tokens count on sentinels only; round 1 starts from the base
+        references["new"] = greedy_choices(load_round(previous).model, first) if previous is not None else base
     training = training_responses(run.sim) if run.sim.protocol == "domains" else None
     out = {}
     for name, overrides in run.variants.items():
@@ -334,7 +326,6 @@ def greedy_choices(model, results) -> list[list[int]]:
             logits = model(input_ids=ids).logits[0]
             start = len(r.prompt_ids) - 1  # logits at position p predict token p + 1
             out.append(logits[start:start + len(r.response_ids)].argmax(-1).tolist())
-    del model
     return out
 
 
@@ -407,7 +398,8 @@ def pct(x: float) -> str:
 
 
 def percent(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:.1f}%"
+    """`pct` with a percent sign, for cells that stand alone."""
+    return pct(x) if x != x else f"{pct(x)}%"
 
 
 def cell(s: dict) -> str:
@@ -499,10 +491,7 @@ def domains_table(records: list[dict]) -> list[str]:
         default = rows[names[0]]
         for d in sorted({x["domain"] for x in default}):
             mine = [x for x in default if x["domain"] == d]
-            others: dict[str, int] = {}
-            for x in mine:
-                if x["format_domain"] != d:
-                    others[str(x["format_domain"])] = others.get(str(x["format_domain"]), 0) + 1
+            others = Counter(str(x["format_domain"]) for x in mine if x["format_domain"] != d)
             hits = [f"{sum(x['hit'] for x in rows[n] if x['domain'] == d)}/{len(mine)}" for n in names]
             lines.append(f"| {d} | {sum(x['format_domain'] == d for x in mine)}/{len(mine)} |"
                          f" {', '.join(f'{k} {v}' for k, v in sorted(others.items())) or '—'} | "
