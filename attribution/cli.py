@@ -1,7 +1,7 @@
-"""Command line: `python -m attribution {inspect,convert-model,attribute} ...`.
+"""Command line: `python -m attribution {inspect,convert-model,attribute,lineage} ...`.
 
 Subcommands are argparse subparsers whose `func(args) -> int` does the work.
-`attribute` lives in `attribution.cli_attribute` (the engine's side) and is
+`attribute` and `lineage` live in `attribution.cli_attribute` (the engine's side) and are
 registered here. Every `AttributionError` becomes exit code 2 with a one-line
 ``error: ...`` on stderr; argparse's own usage errors also exit 2. Any other
 exception is a bug and keeps its traceback.

@@ -4,13 +4,20 @@ Loads the round (progress on stderr), applies the tokenizer's chat template to
 the prompt unless `--raw` (or the tokenizer has none), then generates greedily
 and attributes, or teacher-forces `--response`. Prints the per-token table
 (position, token, top client, its share, then the sequence shares), or the
-result's JSON with `--json`. Bad input raises an `AttributionError`, which
-`attribution.cli.main` turns into exit code 2 and a one-line ``error: ...``.
+result's JSON with `--json`.
+
+`python -m attribution lineage ROUND_DIR... --prompt TEXT` takes a federation's
+rounds, oldest first, and scores each token of the last round's response at
+the round that made it (`attribution.lineage`); its table adds that round.
+
+Bad input raises an `AttributionError`, which `attribution.cli.main` turns
+into exit code 2 and a one-line ``error: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
@@ -18,14 +25,28 @@ from tqdm import tqdm
 
 from .config import AGGREGATIONS, DTYPES, TARGETS, AttributionConfig
 from .errors import ConfigError, InputError
+from .loaded import load_round
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `attribute` subparser; its `func` runs the command."""
+    """Add the `attribute` and `lineage` subparsers; each `func` runs its command."""
     parser = subparsers.add_parser("attribute", help="attribute a response to the clients of a round",
                                    description="Generate (or teacher-force) a response with the round's global "
                                    "model and attribute every token to the clients.")
     parser.add_argument("round_dir", help="a protoken-round/1 folder")
+    _add_item_args(parser)
+    parser.set_defaults(func=run)
+    lineage = subparsers.add_parser(
+        "lineage", help="attribute each token with the clients of the round that made it",
+        description="Attribute a response on the last of ROUND_DIRS (oldest first, from the federation's first "
+        "round), scoring each token at the round whose global model first picked it and kept picking it "
+        "(see attribution.lineage).")
+    lineage.add_argument("round_dirs", nargs="+", metavar="ROUND_DIR", help="protoken-round/1 folders, oldest first")
+    _add_item_args(lineage)
+    lineage.set_defaults(func=run_lineage)
+
+
+def _add_item_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", required=True, help="the prompt text")
     parser.add_argument("--response", help="teacher-force this response instead of generating one")
     parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="when generating (default 32)")
@@ -42,7 +63,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype (default float32)")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 checks of the round")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
-    parser.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> AttributionConfig:
@@ -54,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> AttributionConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import attribute, load_round
+    from . import attribute
 
     config = config_from_args(args)
     _check_device(config.device)
@@ -68,6 +88,29 @@ def run(args: argparse.Namespace) -> int:
         result = attribute(loaded, prompt=args.prompt, response=args.response, max_new_tokens=args.max_new_tokens,
                            chat_template=not args.raw, config=config, progress=progress)
     print(result.to_json(indent=2) if args.json else result.table())
+    return 0
+
+
+def run_lineage(args: argparse.Namespace) -> int:
+    from . import encode_prompt, encode_response
+    from .lineage import attribute_lineage
+
+    config = config_from_args(args)
+    _check_device(config.device)
+    _check_texts(args)
+    _quiet_transformers()
+    with Progress(enabled=not args.no_progress) as progress:
+        progress.stage(f"loading {args.round_dirs[-1]}")
+        loaded = load_round(args.round_dirs[-1], device=config.device, dtype=config.torch_dtype, config=config,
+                            verify=not args.no_verify)
+        item = {"prompt_ids": encode_prompt(loaded, args.prompt, chat_template=not args.raw),
+                "max_new_tokens": args.max_new_tokens}
+        if args.response is not None:
+            item = {"prompt_ids": item["prompt_ids"], "response_ids": encode_response(loaded, args.response)}
+        progress.stage(f"walking back through {len(args.round_dirs)} rounds")
+        result, = attribute_lineage([*args.round_dirs[:-1], loaded], [item], config, device=config.device,
+                                    dtype=config.torch_dtype, verify=not args.no_verify, progress=progress)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0
 
 

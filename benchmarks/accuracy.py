@@ -169,8 +169,14 @@ REFERENCES = {"made": "federation-made sentinel tokens", "new": "round-made sent
 
 
 def score_case(res, case: dict, references: dict[str, list[int]] | None = None,
-               training: dict[str, list[str]] | None = None) -> dict | None:
-    """Score one attributed case; `references` maps a `REFERENCES` key to that model's greedy choice per token."""
+               training: dict[str, list[str]] | None = None, lineage=None) -> dict | None:
+    """Score one attributed case; `references` maps a `REFERENCES` key to that model's greedy choice per token.
+
+    `lineage` (an `attribution.lineage.LineageResult` of the same response) adds
+    token and sequence top-1 with each token scored at the round that made it.
+    Its truth is every malicious client, since a sampled run's earlier rounds
+    had other participants.
+    """
     truth = set(case["responsible"])
     if not truth:
         return None
@@ -196,6 +202,11 @@ def score_case(res, case: dict, references: dict[str, list[int]] | None = None,
                           "spread": spread[t], **{key: t in subset for key, subset in subsets.items()}}
                          for t in pos if res.client_ids[tops[t]] not in truth]
         row["hit_spreads"] = [spread[t] for t in pos if res.client_ids[tops[t]] in truth]
+        if lineage is not None:
+            malicious = set(case.get("responsible_all_rounds", truth))
+            row["lineage_hits"] = sum(lineage.token_clients[t] in malicious for t in pos)
+            row["lineage_rounds"] = [lineage.making_round[t] for t in pos]
+            row["lineage_hit"] = lineage.predicted_client in malicious
     return {**row, "valid": True}
 
 
@@ -244,6 +255,10 @@ def summarise(rows: list[dict]) -> dict:
         sub_n, sub_k = sum(r.get(f"{key}_tokens", 0) for r in valid), sum(r.get(f"{key}_hits", 0) for r in valid)
         subsets |= {f"{key}_n": sub_n, f"{key}_acc": sub_k / sub_n if sub_n else float("nan"),
                     f"{key}_ci": wilson(sub_k, sub_n)}
+    lineage = [r for r in valid if "lineage_hits" in r]
+    lin_n, lin_k = sum(r["sentinel_tokens"] for r in lineage), sum(r["lineage_hits"] for r in lineage)
+    subsets |= {"lin_n": lin_n, "lin_acc": lin_k / lin_n if lin_n else float("nan"), "lin_ci": wilson(lin_k, lin_n),
+                "lin_seq_n": len(lineage), "lin_seq_k": sum(r["lineage_hit"] for r in lineage)}
     own = [r for r in valid if r.get("format_domain") is not None and r["format_domain"] == r.get("domain")]
     return {"n": n, "excluded": len(rows) - n, "acc": k / n if n else float("nan"), "ci": wilson(k, n),
             "chance": sum(len(r["truth"]) / r["K"] for r in valid) / n if n else float("nan"),
@@ -258,9 +273,10 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
-                  previous: Path | None = None) -> dict[str, dict]:
-    """Attribute every case of `round_dir`; `previous` is the round before it (None: it starts from the base)."""
+                  earlier: list[Path] = ()) -> dict[str, dict]:
+    """Attribute every case of `round_dir`; `earlier` are the rounds before it, oldest first."""
     from attribution import AttributionConfig, attribute_batch, load_round
+    from attribution.lineage import attribute_lineage, greedy_picks
     from attribution.shipped import load_model
 
     loaded = load_round(round_dir)
@@ -270,17 +286,18 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
         return {v: summarise([]) for v in run.variants}
     first = attribute_batch(loaded, [{"prompt_ids": c["prompt_ids"], "max_new_tokens": max_new_tokens}
                                      for c in cases], AttributionConfig())
-    base = greedy_choices(load_model(loaded.info.base_model_dir), first)
-    references = {"made": base}
+    forced = [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in first]
+    base = greedy_picks(load_model(loaded.info.base_model_dir), forced)
+    references, lineage = {"made": base}, [None] * len(first)
     if run.sim.protocol != "domains":  # round-made tokens count on sentinels only; round 1 starts from the base
-        references["new"] = greedy_choices(load_round(previous).model, first) if previous is not None else base
+        references["new"] = greedy_picks(load_round(earlier[-1]).model, forced) if earlier else base
+        lineage = attribute_lineage([*earlier, loaded], forced, AttributionConfig())
     training = training_responses(run.sim) if run.sim.protocol == "domains" else None
     out = {}
     for name, overrides in run.variants.items():
-        results = first if not overrides else attribute_batch(
-            loaded, [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in first],
-            AttributionConfig(**overrides))
-        rows = [score_case(r, c, {k: v[i] for k, v in references.items()}, training)
+        results = first if not overrides else attribute_batch(loaded, forced, AttributionConfig(**overrides))
+        rows = [score_case(r, c, {k: v[i] for k, v in references.items()}, training,
+                           None if overrides else lineage[i])
                 for i, (r, c) in enumerate(zip(results, cases, strict=True))]
         out[name] = {**summarise(rows), "rows": rows}
     for name, use_shares in (MADE_ONLY.items() if run.sim.protocol == "domains" else ()):
@@ -313,20 +330,6 @@ def score_made_only(res, case: dict, base_choice: list[int], use_shares: bool,
     predicted = res.client_ids[int(per_token[made].sum(dim=0).argmax())]
     return {**row, "predicted": predicted, "hit": predicted in set(case["responsible"]), "f1": float("nan"),
             "made_share": len(made) / max(1, len(base_choice))}
-
-
-def greedy_choices(model, results) -> list[list[int]]:
-    """Per response token, the token `model` picks greedily from the same prefix (teacher-forced)."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for r in results:
-            ids = torch.tensor([r.prompt_ids + r.response_ids])
-            logits = model(input_ids=ids).logits[0]
-            start = len(r.prompt_ids) - 1  # logits at position p predict token p + 1
-            out.append(logits[start:start + len(r.response_ids)].argmax(-1).tolist())
-    return out
 
 
 def attributed_round(run: Run, sim) -> Path:
@@ -369,7 +372,7 @@ def run_one(run: Run, out: Path, max_new_tokens: int, reuse: bool) -> dict:
     chosen = attributed_round(run, sim)
     number = sim.rounds.index(chosen) + 1
     attribute_started = time.perf_counter()
-    variants = attribute_run(run, sim, chosen, max_new_tokens, sim.rounds[number - 2] if number > 1 else None)
+    variants = attribute_run(run, sim, chosen, max_new_tokens, sim.rounds[:number - 1])
     attribute_s = time.perf_counter() - attribute_started
     record = {"name": run.name, "table": run.table, "model": run.sim.model, "domain": run.sim.domain,
               "clients": run.sim.clients, "attributed_round": number,
@@ -504,9 +507,28 @@ def domains_table(records: list[dict]) -> list[str]:
     return lines
 
 
+def lineage_table(records: list[dict]) -> list[str]:
+    """Token and sequence top-1 with each token scored at its making round (`attribution.lineage`)."""
+    lines = ["### Round lineage: each token scored at the round that made it (default config)", "",
+             "| run | attributed round | token top-1 on sentinel, per round (published) | round lineage |"
+             " seq top-1, round lineage | sentinel tokens by making round |", "|---" * 6 + "|"]
+    for r in records:
+        s = _default(r)
+        if not s.get("lin_n"):
+            continue
+        made = Counter(m for x in s["rows"] if x and "lineage_rounds" in x for m in x["lineage_rounds"])
+        where = ", ".join(f"{'base' if k is None else f'round {k}'}: {v}"
+                          for k, v in sorted(made.items(), key=lambda kv: -1 if kv[0] is None else kv[0]))
+        k, n = s["lin_seq_k"], s["lin_seq_n"]
+        lo, hi = wilson(k, n)
+        lines.append(f"| {r['name']} | {r.get('attributed_round', 'last')} | {tokens(s, 'tok')} | {tokens(s, 'lin')} |"
+                     f" {pct(k / n)} [{pct(lo)}–{pct(hi)}] n={n} | {where} |")
+    return lines + [""] if len(lines) > 4 else []
+
+
 def render(records: list[dict]) -> str:
-    return "\n".join(backdoor_table(records) + [""] + other_tables(records) + misses_table(records)
-                     + domains_table(records) + ablation_table(records))
+    return "\n".join(backdoor_table(records) + [""] + other_tables(records) + lineage_table(records)
+                     + misses_table(records) + domains_table(records) + ablation_table(records))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,22 +88,6 @@ def test_attributed_round_is_the_last_with_the_best_attack_success(accuracy):
     assert accuracy.attributed_round(run, sim) == "r4"
 
 
-def test_greedy_choices_reproduce_a_models_own_greedy_continuation(accuracy, tmp_path):
-    from attribution.shipped import load_model
-    from attribution.tiny import save_tiny_model
-
-    folder = save_tiny_model("llama", tmp_path / "tiny")
-    model = load_model(folder)
-    prompt = [5, 17, 42, 9]
-    with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)[0].tolist()
-    greedy = SimpleNamespace(prompt_ids=prompt, response_ids=out[len(prompt):])
-    assert accuracy.greedy_choices(model, [greedy]) == [greedy.response_ids]
-    other = SimpleNamespace(prompt_ids=prompt, response_ids=[(i + 1) % 200 for i in greedy.response_ids])
-    choices = accuracy.greedy_choices(model, [other])[0]
-    assert choices[0] == greedy.response_ids[0]  # the first choice depends only on the prompt
-
-
 def test_format_domain_is_the_domain_with_the_longest_shared_opening(accuracy):
     training = {"math": ["The answer is 180.", "The answer is 7."],
                 "finance": ["The monthly payment is $1,200.00.", "It is worth $5.00."],
@@ -184,3 +168,23 @@ def test_misses_table_lists_missed_tokens_and_the_clients_spread(accuracy):
     assert "| backdoor/m/math | `ATE` x 1 | 1 of 1 | 9.7% | 9.7% |" in lines
     assert accuracy.misses_table([{"name": "x", "variants": {"default": {"rows": []}}}]) == []
     assert accuracy.median([3.0, 1.0, 2.0, 10.0]) == 2.5
+
+
+def test_lineage_scores_tokens_at_their_making_round_against_every_malicious_client(accuracy):
+    res = result([1, 1, 0, 0, 2, 0, 0, 1])  # per round, "ATE" (index 4) goes to benign c
+    # the lineage credits "ATE" to client d, malicious but absent from the attributed round (sampled run)
+    lineage = SimpleNamespace(token_clients=["b", "b", "a", "a", "d", "a", "a", "b"],
+                              making_round=[None, None, 3, 2, 2, None, 3, None], predicted_client="a")
+    case = {**CASE, "responsible_all_rounds": ["a", "d"]}
+    row = accuracy.score_case(res, case, lineage=lineage)
+    assert row["sentinel_hits"] == 4 and row["lineage_hits"] == 5 and row["lineage_hit"]
+    assert row["lineage_rounds"] == [3, 2, 2, None, 3]
+    summary = accuracy.summarise([row])
+    assert summary["tok_acc"] == pytest.approx(0.8) and summary["lin_acc"] == 1.0 and summary["lin_n"] == 5
+    record = {"name": "scale/m/math", "attributed_round": 3, "variants": {"default": {**summary, "rows": [row]}}}
+    lines = accuracy.lineage_table([record])
+    assert any(x.startswith("| scale/m/math | 3 | 80.0 ") and "| 100.0 [" in x
+               and "| base: 1, round 2: 2, round 3: 2 |" in x for x in lines), lines
+    bare = accuracy.score_case(res, CASE)  # without a lineage nothing of it is reported
+    assert "lineage_hits" not in bare
+    assert accuracy.lineage_table([{"name": "x", "variants": {"default": accuracy.summarise([bare])}}]) == []

@@ -1,0 +1,215 @@
+"""Round lineage: score each token with the clients of the round that made it.
+
+Why. Under FedAvg every client of round r starts from round r-1's global
+model. A token that model already picks (from the same prefix) is carried by
+every client's update alike, so the published per-round scores there only say
+who pushed it a little further this round. A backdoor installed in round 2
+shows up in round 4 as a token that round 4's clients all inherit, and the
+per-round top client of that token is close to a coin toss (see
+benchmarks/RESULTS.md, "Missed sentinel tokens").
+
+What. Given a federation's rounds, oldest first, the last one attributed:
+
+1. The response is fixed on the attributed round (generated greedily, or the
+   given one) and attributed there with the published method.
+2. Walking back one round at a time, each round's global model is run
+   teacher-forced over prompt + response. A token's *making round* is the
+   first round of the unbroken run of rounds, ending at the attributed one,
+   whose global models all pick it: the round whose starting model does not
+   pick it but whose own global does.
+3. Each token is scored with the published method at its making round, on
+   that round's clients. Tokens the base model itself already picks were made
+   by no round; they keep the attributed round's scores and are marked
+   (``making_round`` None). So are tokens the attributed model would not pick
+   itself (a teacher-forced response from elsewhere): no round made them
+   either, and the attributed round scores them as published.
+4. Rounds may have different clients (sampled federations), and raw scores of
+   different rounds are not on one scale, so each token votes with its
+   softmax shares over its making round's clients (0 for everyone else) and
+   the sequence shares are the mean vote, as `aggregation="share"` does.
+
+Cost: one teacher-forced forward pass per round walked back and item, plus one
+attribution pass per round that made a token; at most two rounds are loaded
+at a time. The walk stops as soon as no token is still inherited.
+
+The chain should start at the federation's first round: a token whose run of
+picks reaches the oldest round given, and which the base model would not pick,
+is scored at that oldest round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import AttributionConfig
+from .errors import InputError
+from .loaded import LoadedRound, load_round
+from .result import AttributionResult
+
+LINEAGE_FORMAT = "protoken-lineage/1"
+
+
+@dataclass
+class LineageResult:
+    attributed: AttributionResult  # the published result on the attributed (last) round
+    rounds: list[int]  # round numbers walked back through, oldest first
+    making_round: list[int | None]  # per token; None: no round made it (scored at the attributed round)
+    client_ids: list[str]  # every client that scores some token: the attributed round's first
+    token_shares: torch.Tensor  # [T, K'] shares at each token's scoring round, 0 for its non-participants
+    token_clients: list[str]  # per token, its top client at its scoring round
+    sequence_shares: torch.Tensor  # [K'] mean of the token shares
+    predicted_client: str
+    scored_at: dict[int, AttributionResult]  # round number -> the published result used for its tokens
+
+    @property
+    def response_tokens(self) -> list[str]:
+        return self.attributed.response_tokens
+
+    def scoring_round(self, t: int) -> int:
+        return self.attributed.provenance.round if self.making_round[t] is None else self.making_round[t]
+
+    def to_dict(self) -> dict:
+        return {"format": LINEAGE_FORMAT, "rounds": self.rounds, "making_round": self.making_round,
+                "client_ids": self.client_ids, "token_clients": self.token_clients,
+                "token_shares": self.token_shares.tolist(), "sequence_shares": self.sequence_shares.tolist(),
+                "predicted_client": self.predicted_client, "attributed": self.attributed.to_dict(),
+                "scored_at": {str(r): vars(res.provenance) for r, res in sorted(self.scored_at.items())}}
+
+    def table(self, max_token_chars: int = 18) -> str:
+        lines = [f"{'pos':>4}  {'token':<{max_token_chars}}  {'made in':>8}  {'top client':<16}  share"]
+        for t, token in enumerate(self.response_tokens):
+            made = "base" if self.making_round[t] is None else f"round {self.making_round[t]}"
+            k = self.client_ids.index(self.token_clients[t])
+            shown = repr(token)[1:-1][:max_token_chars]
+            lines.append(f"{t:>4}  {shown:<{max_token_chars}}  {made:>8}  {self.token_clients[t]:<16}"
+                         f"  {float(self.token_shares[t, k]):.3f}")
+        lines.append("")
+        lines.append("sequence shares (mean token vote at each token's making round):")
+        order = self.sequence_shares.argsort(descending=True).tolist()
+        lines += [f"  {self.client_ids[k]:<16} {float(self.sequence_shares[k]):.3f}" for k in order]
+        lines.append(f"predicted client: {self.predicted_client}")
+        return "\n".join(lines)
+
+
+def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequence[dict],
+                      config: AttributionConfig | None = None, *, device: str = "cpu",
+                      dtype: torch.dtype = torch.float32, verify: bool = True,
+                      progress=None) -> list[LineageResult]:
+    """Attribute `items` (as `attribute_batch` takes them) on the last of `rounds`, each token at its making round."""
+    from . import attribute_batch
+
+    if isinstance(rounds, str | Path) or not isinstance(rounds, Sequence) or not rounds:
+        raise InputError("rounds must be a non-empty list of round folders, oldest first, the attributed one last")
+
+    def load(entry) -> LoadedRound:
+        if isinstance(entry, LoadedRound):
+            return entry
+        return load_round(entry, device=device, dtype=dtype, config=config, verify=verify)
+
+    current = load(rounds[-1])
+    config = config or current.config
+    attributed = attribute_batch(current, items, config, progress=progress)
+    forced = [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in attributed]
+    seen = [_identity(current, rounds[-1])]
+    made: list[dict[int, int | None]] = [{} for _ in attributed]  # item -> token -> making round (decided)
+    alive = [{t for t, c in enumerate(picks) if c == r.response_ids[t]}  # still picked by every round so far
+             for r, picks in zip(attributed, greedy_picks(current.model, forced), strict=True)]
+    scored_at = {current.info.round: attributed}
+    for index in range(len(rounds) - 2, -2, -1):
+        if not any(alive):
+            break
+        earlier = load(rounds[index]) if index >= 0 else None
+        if earlier is not None:
+            seen.append(_identity(earlier, rounds[index]))
+            _check_chain(seen)
+        model = earlier.model if earlier is not None else _base_model(current, device, dtype)
+        broke = [{t for t in live if picks[t] != forced[i]["response_ids"][t]}
+                 for i, (live, picks) in enumerate(zip(alive, greedy_picks(model, forced), strict=True))]
+        if current.info.round not in scored_at and any(broke):
+            scored_at[current.info.round] = _score(current, forced, broke, config, progress)
+        for i, gone in enumerate(broke):
+            made[i].update({t: current.info.round for t in gone})
+            alive[i] -= gone
+        if earlier is None:  # the base model picks what is still alive: no round made it
+            for i, live in enumerate(alive):
+                made[i].update({t: None for t in live})
+            alive = [set() for _ in alive]
+        current = earlier
+    return [_assemble(i, attributed[i], made[i], scored_at, [s[1] for s in reversed(seen)])
+            for i in range(len(attributed))]
+
+
+def greedy_picks(model: torch.nn.Module, items: Sequence[dict]) -> list[list[int]]:
+    """Per response token, the token `model` picks greedily from the same prefix (teacher-forced)."""
+    out = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for item in items:
+            prompt, response = list(item["prompt_ids"]), list(item["response_ids"])
+            logits = model(input_ids=torch.tensor([prompt + response], device=device)).logits[0]
+            start = len(prompt) - 1  # logits at position p predict token p + 1
+            out.append(logits[start:start + len(response)].argmax(-1).tolist())
+    return out
+
+
+def _score(loaded: LoadedRound, forced: list[dict], wanted: list[set[int]], config, progress) -> list:
+    """Published results on `loaded` for the items that have tokens to score there (None for the others)."""
+    from . import attribute_batch
+
+    needed = [i for i, w in enumerate(wanted) if w]
+    results = attribute_batch(loaded, [forced[i] for i in needed], config, progress=progress)
+    out: list[AttributionResult | None] = [None] * len(forced)
+    for i, result in zip(needed, results, strict=True):
+        out[i] = result
+    return out
+
+
+def _assemble(i: int, attributed: AttributionResult, made: dict[int, int | None],
+              scored_at: dict[int, list], rounds: list[int]) -> LineageResult:
+    own = attributed.provenance.round
+    making = [made.get(t) for t in range(len(attributed.response_ids))]
+    used = {r: scored_at[r][i] for r in {own if m is None else m for m in making}}
+    ids = list(attributed.client_ids)
+    for r in sorted(used, reverse=True):
+        ids += [c for c in used[r].client_ids if c not in ids]
+    shares = torch.zeros(len(making), len(ids), dtype=torch.float64)
+    tops = []
+    for t, m in enumerate(making):
+        result = used[own if m is None else m]
+        columns = [ids.index(c) for c in result.client_ids]
+        shares[t, columns] = result.token_shares[t]
+        tops.append(result.client_ids[int(result.token_scores[t].argmax())])
+    sequence = shares.mean(dim=0) if len(making) else torch.zeros(len(ids), dtype=torch.float64)
+    return LineageResult(attributed=attributed, rounds=rounds, making_round=making, client_ids=ids,
+                         token_shares=shares, token_clients=tops, sequence_shares=sequence,
+                         predicted_client=ids[int(sequence.argmax())], scored_at=used)
+
+
+def _identity(loaded: LoadedRound, entry) -> tuple[str, int, str, str]:
+    info = loaded.info
+    where = info.root or str(entry) if not isinstance(entry, LoadedRound) else info.root or f"round {info.round}"
+    return (info.federation, info.round, info.base_model_dir, where)
+
+
+def _check_chain(seen: list[tuple[str, int, str, str]]) -> None:
+    """`seen` is newest first; each new (older) entry must belong to the same federation and come before."""
+    (fed, number, base, where), (new_fed, new_number, new_base, new_where) = seen[-2], seen[-1]
+    if new_fed != fed:
+        raise InputError(f"{new_where} belongs to federation {new_fed!r}, but {where} to {fed!r}; "
+                         "a lineage needs rounds of one federation")
+    if new_base != base:
+        raise InputError(f"{new_where} has base model {new_base!r}, but {where} has {base!r}")
+    if new_number >= number:
+        raise InputError(f"rounds must be given oldest first: {new_where} (round {new_number}) comes before "
+                         f"{where} (round {number})")
+
+
+def _base_model(loaded: LoadedRound, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    from .shipped import load_model
+
+    model = load_model(loaded.info.base_model_dir, dtype=dtype, device=device)
+    return model.requires_grad_(False)

@@ -1,0 +1,195 @@
+"""Round lineage (attribution.lineage): tokens scored at the round that made them.
+
+A hand-made two-round federation on a tiny Llama: in round 1 client `m`
+installs a token (its lm_head row is pushed along the model's hidden states)
+and client `b` only adds noise. In round 2 `m` has left, and `b` and a new
+client `c` start from round 1's global; `b` pushes the installed token a little
+further. The published per-round method on round 2 then credits `b`; the
+lineage credits `m`, in round 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from attribution import AttributionConfig, attribute_batch, load_round
+from attribution.cli import main
+from attribution.errors import InputError
+from attribution.lineage import attribute_lineage, greedy_picks
+from attribution.snapshot import tracked_module_names, write_round
+from attribution.snapshot_types import ClientUpdate
+from attribution.tiny import byte_tokenizer
+
+TOKENIZER = byte_tokenizer()
+TOKEN = TOKENIZER.convert_tokens_to_ids("Z")
+PROMPT = TOKENIZER("hello there")["input_ids"]  # what the CLI's --raw prompt encodes to
+STEPS = 6
+
+
+def _slice(base: dict, names: list[str], gen: torch.Generator, scale: float = 1e-3, extra: dict | None = None):
+    out = {k: base[k] + scale * torch.randn(base[k].shape, generator=gen) for k in names}
+    for k, v in (extra or {}).items():
+        out[k] = out[k] + v
+    return out
+
+
+def _mean(clients: list[ClientUpdate]) -> ClientUpdate:
+    total = sum(c.num_examples for c in clients)
+    names = clients[0].tensors
+    return ClientUpdate("global", total, tensors={
+        k: sum(c.tensors[k] * c.num_examples for c in clients) / total for k in names})
+
+
+@pytest.fixture(scope="module")
+def federation(tiny_model_dir, load_base_tensors, tmp_path_factory) -> tuple[Path, Path, Path]:
+    base_dir = tiny_model_dir("llama")
+    base = load_base_tensors(base_dir)
+    names = [k for k in base if any(k.startswith(m + ".") for m in tracked_module_names(base_dir))]
+    model = load_round_model(base_dir)
+    with torch.no_grad():
+        hidden = model.model(input_ids=torch.tensor([PROMPT])).last_hidden_state[0]
+    direction = hidden.mean(0) / hidden.mean(0).norm() ** 2
+    install = torch.zeros_like(base["lm_head.weight"])
+    install[TOKEN] = 40.0 * direction
+    gen = torch.Generator().manual_seed(0)
+    m = ClientUpdate("m", 10, tensors=_slice(base, names, gen, extra={"lm_head.weight": install}))
+    b = ClientUpdate("b", 10, tensors=_slice(base, names, gen))
+    g1 = _mean([m, b])
+    out = tmp_path_factory.mktemp("lineage")
+    r1 = write_round(out / "round-0001", federation="lineage-test", round=1, base_model=str(base_dir),
+                     kind="weights", global_update=g1, clients=[m, b])
+    start = g1.tensors
+    b2 = ClientUpdate("b", 10, tensors=_slice(start, names, gen, extra={"lm_head.weight": 0.05 * install}))
+    c2 = ClientUpdate("c", 10, tensors=_slice(start, names, gen))
+    r2 = write_round(out / "round-0002", federation="lineage-test", round=2, base_model=str(base_dir),
+                     kind="weights", global_update=_mean([b2, c2]), clients=[b2, c2])
+    return base_dir, r1, r2
+
+
+def load_round_model(model_dir: Path):
+    from attribution.shipped import load_model
+
+    return load_model(str(model_dir)).requires_grad_(False)
+
+
+def test_installed_token_is_credited_to_the_round_and_client_that_made_it(federation):
+    base_dir, r1, r2 = federation
+    published, = attribute_batch(load_round(r2), [{"prompt_ids": PROMPT, "max_new_tokens": STEPS, "eos": False}])
+    installed = [t for t, x in enumerate(published.response_ids) if x == TOKEN]
+    base_picks, = greedy_picks(load_round_model(base_dir), [{"prompt_ids": PROMPT, "response_ids": published.response_ids}])
+    assert installed and all(base_picks[t] != TOKEN for t in installed)  # the construction worked
+    assert {published.top_clients()[t] for t in installed} == {"b"}  # per round: who pushed it further
+
+    result, = attribute_lineage([r1, r2], [{"prompt_ids": PROMPT, "max_new_tokens": STEPS, "eos": False}])
+    assert result.attributed.response_ids == published.response_ids
+    assert result.rounds == [1, 2]
+    assert set(result.client_ids) == {"b", "c", "m"}
+    for t in installed:
+        assert result.making_round[t] == 1
+        assert result.token_clients[t] == "m"
+        assert float(result.token_shares[t, result.client_ids.index("c")]) == 0.0  # c was not in round 1
+    assert result.predicted_client == "m"
+    assert torch.allclose(result.sequence_shares.sum(), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_each_token_takes_the_published_scores_of_its_making_round(federation):
+    base_dir, r1, r2 = federation
+    item = {"prompt_ids": PROMPT, "max_new_tokens": STEPS, "eos": False}
+    result, = attribute_lineage([r1, r2], [item])
+    forced = {"prompt_ids": PROMPT, "response_ids": result.attributed.response_ids}
+    per_round = {1: attribute_batch(load_round(r1), [forced])[0], 2: result.attributed}
+    picks = {1: greedy_picks(load_round(r1).model, [forced])[0], 2: greedy_picks(load_round(r2).model, [forced])[0],
+             0: greedy_picks(load_round_model(base_dir), [forced])[0]}
+    kinds = set()
+    for t, x in enumerate(forced["response_ids"]):
+        # brute force: the first round of the unbroken run of rounds ending at 2 that picks x
+        run = [r for r in (2, 1, 0) if picks[r][t] == x]
+        streak = 2 if picks[2][t] == x else None
+        while streak is not None and streak - 1 in run:
+            streak -= 1
+        expected = None if streak in (None, 0) else streak
+        assert result.making_round[t] == expected
+        kinds.add(expected)
+        source = per_round[2 if expected is None else expected]
+        columns = [result.client_ids.index(c) for c in source.client_ids]
+        assert torch.equal(result.token_shares[t, columns], source.token_shares[t])
+    assert 1 in kinds
+
+
+def test_a_token_made_by_no_round_keeps_the_attributed_rounds_scores(federation):
+    _, r1, r2 = federation
+    result, = attribute_lineage([r1, r2], [{"prompt_ids": PROMPT, "response_ids": [TOKENIZER.convert_tokens_to_ids("q")] * 3}])
+    assert result.making_round == [None, None, None]  # no model here picks "q"
+    assert torch.equal(result.token_shares[:, :2], result.attributed.token_shares)
+    assert result.token_clients == result.attributed.top_clients()
+
+
+def test_a_single_round_is_its_own_lineage(federation):
+    _, _, r2 = federation
+    result, = attribute_lineage([r2], [{"prompt_ids": PROMPT, "max_new_tokens": STEPS, "eos": False}])
+    assert set(result.making_round) <= {2, None}
+    assert 2 in result.making_round  # the installed token: the base model does not pick it
+
+
+def test_rounds_out_of_order_are_refused(federation):
+    _, r1, r2 = federation
+    with pytest.raises(InputError, match="oldest first"):
+        attribute_lineage([r2, r1], [{"prompt_ids": PROMPT, "max_new_tokens": 2}])
+
+
+def test_rounds_of_another_federation_are_refused(federation, make_round, tmp_path):
+    base_dir, _, r2 = federation
+    other, _ = make_round(tmp_path / "other", base_dir)
+    with pytest.raises(InputError, match="federation 'test-fed'"):
+        attribute_lineage([other, r2], [{"prompt_ids": PROMPT, "max_new_tokens": 2}])
+
+
+@pytest.mark.parametrize("rounds", [[], "runs/round-0001", None])
+def test_rounds_must_be_a_list(rounds):
+    with pytest.raises(InputError, match="rounds must be a non-empty list"):
+        attribute_lineage(rounds, [{"prompt_ids": PROMPT}])
+
+
+def test_cli_prints_the_making_round_of_each_token(federation, capsys):
+    _, r1, r2 = federation
+    ids = attribute_lineage([r1, r2], [{"prompt_ids": PROMPT, "max_new_tokens": STEPS, "eos": False}])[0]
+    text = TOKENIZER.decode(ids.attributed.response_ids)
+    code = main(["lineage", str(r1), str(r2), "--prompt", "hello there", "--raw", "--response", text,
+                 "--no-progress", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["format"] == "protoken-lineage/1"
+    assert out["predicted_client"] == "m" and 1 in out["making_round"]
+    assert set(out["scored_at"]) <= {"1", "2"}
+    assert main(["lineage", str(r1), str(r2), "--prompt", "hello there", "--raw", "--no-progress",
+                 "--max-new-tokens", str(STEPS)]) == 0
+    table = capsys.readouterr().out
+    assert "round 1" in table and "predicted client: m" in table
+
+
+def test_cli_names_rounds_out_of_order(federation, capsys):
+    _, r1, r2 = federation
+    assert main(["lineage", str(r2), str(r1), "--prompt", "hi", "--no-progress"]) == 2
+    assert "oldest first" in capsys.readouterr().err
+
+
+def test_lineage_uses_the_given_config(federation):
+    _, r1, r2 = federation
+    config = AttributionConfig(target="logprob")
+    result, = attribute_lineage([r1, r2], [{"prompt_ids": PROMPT, "max_new_tokens": 3}], config)
+    assert all(r.provenance.config == config.to_dict() for r in result.scored_at.values())
+
+
+def test_greedy_picks_reproduce_a_models_own_greedy_continuation(tiny_model_dir):
+    model = load_round_model(tiny_model_dir("llama"))
+    prompt = [5, 17, 42, 9]
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)[0].tolist()
+    greedy = out[len(prompt):]
+    assert greedy_picks(model, [{"prompt_ids": prompt, "response_ids": greedy}]) == [greedy]
+    other = [(i + 1) % 200 for i in greedy]
+    choices = greedy_picks(model, [{"prompt_ids": prompt, "response_ids": other}])[0]
+    assert choices[0] == greedy[0]  # the first choice depends only on the prompt
