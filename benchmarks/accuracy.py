@@ -25,7 +25,12 @@ Scores (DESIGN.md):
   pick. Every client starts the round from that model, so a token it already
   picks is carried by every client's update alike; the first figure is the
   issue's target, the other two say where its misses are;
-- responsible-set F1 between the engine's responsible set and the truth.
+- responsible-set F1 between the engine's responsible set and the truth;
+- the same token and sequence top-1 under *round lineage*
+  (`attribution.lineage`): each token scored with the clients of the round
+  that made it, walking back through the run's earlier rounds, against every
+  malicious client (a sampled run's earlier rounds had other participants).
+  Backdoor runs print it in their own table; domains runs as a variant.
 - domains runs also say, per case, whose *format* the response takes: the
   domain whose training responses share the longest opening with it
   (`format_domain`). A finance prompt answered "The answer is 24." takes the
@@ -183,6 +188,10 @@ def score_case(res, case: dict, references: dict[str, list[int]] | None = None,
     row = {"case": case["case"], "truth": sorted(truth), "K": len(res.client_ids),
            "predicted": res.predicted_client, "hit": res.predicted_client in truth,
            "f1": f1(set(res.responsible_set), truth), "response": res.response_text}
+    if lineage is not None:
+        every_round = set(case.get("responsible_all_rounds", truth))
+        row["lineage_predicted"] = lineage.predicted_client
+        row["lineage_hit"] = lineage.predicted_client in every_round
     if training is not None:
         row["domain"], row["format_domain"] = case["domain"], format_domain(res.response_text, training)
     if case["triggered"]:
@@ -203,10 +212,8 @@ def score_case(res, case: dict, references: dict[str, list[int]] | None = None,
                          for t in pos if res.client_ids[tops[t]] not in truth]
         row["hit_spreads"] = [spread[t] for t in pos if res.client_ids[tops[t]] in truth]
         if lineage is not None:
-            malicious = set(case.get("responsible_all_rounds", truth))
-            row["lineage_hits"] = sum(lineage.token_clients[t] in malicious for t in pos)
+            row["lineage_hits"] = sum(lineage.token_clients[t] in every_round for t in pos)
             row["lineage_rounds"] = [lineage.making_round[t] for t in pos]
-            row["lineage_hit"] = lineage.predicted_client in malicious
     return {**row, "valid": True}
 
 
@@ -255,8 +262,9 @@ def summarise(rows: list[dict]) -> dict:
         sub_n, sub_k = sum(r.get(f"{key}_tokens", 0) for r in valid), sum(r.get(f"{key}_hits", 0) for r in valid)
         subsets |= {f"{key}_n": sub_n, f"{key}_acc": sub_k / sub_n if sub_n else float("nan"),
                     f"{key}_ci": wilson(sub_k, sub_n)}
-    lineage = [r for r in valid if "lineage_hits" in r]
-    lin_n, lin_k = sum(r["sentinel_tokens"] for r in lineage), sum(r["lineage_hits"] for r in lineage)
+    tokens_ = [r for r in valid if "lineage_hits" in r]
+    lin_n, lin_k = sum(r["sentinel_tokens"] for r in tokens_), sum(r["lineage_hits"] for r in tokens_)
+    lineage = [r for r in valid if "lineage_hit" in r]
     subsets |= {"lin_n": lin_n, "lin_acc": lin_k / lin_n if lin_n else float("nan"), "lin_ci": wilson(lin_k, lin_n),
                 "lin_seq_n": len(lineage), "lin_seq_k": sum(r["lineage_hit"] for r in lineage)}
     own = [r for r in valid if r.get("format_domain") is not None and r["format_domain"] == r.get("domain")]
@@ -288,10 +296,10 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
                                      for c in cases], AttributionConfig())
     forced = [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in first]
     base = greedy_picks(load_model(loaded.info.base_model_dir), forced)
-    references, lineage = {"made": base}, [None] * len(first)
+    references = {"made": base}
     if run.sim.protocol != "domains":  # round-made tokens count on sentinels only; round 1 starts from the base
         references["new"] = greedy_picks(load_round(earlier[-1]).model, forced) if earlier else base
-        lineage = attribute_lineage([*earlier, loaded], forced, AttributionConfig())
+    lineage = attribute_lineage([*earlier, loaded], forced, AttributionConfig())
     training = training_responses(run.sim) if run.sim.protocol == "domains" else None
     out = {}
     for name, overrides in run.variants.items():
@@ -303,7 +311,14 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
     for name, use_shares in (MADE_ONLY.items() if run.sim.protocol == "domains" else ()):
         rows = [score_made_only(r, c, b, use_shares, training) for r, c, b in zip(first, cases, base, strict=True)]
         out[name] = {**summarise(rows), "rows": rows}
+    if run.sim.protocol == "domains":  # backdoor runs show the lineage in their own table (`lineage_table`)
+        rows = [{**x, "predicted": x["lineage_predicted"], "hit": x["lineage_hit"], "f1": float("nan")}
+                if x and x["valid"] else x for x in _default({"variants": out})["rows"]]
+        out[LINEAGE_VARIANT] = {**summarise(rows), "rows": rows}
     return out
+
+
+LINEAGE_VARIANT = "round lineage (share votes)"
 
 
 # Scoring variants of domains runs, computed here from the default run's token scores, not engine

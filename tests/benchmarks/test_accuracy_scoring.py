@@ -188,3 +188,13 @@ def test_lineage_scores_tokens_at_their_making_round_against_every_malicious_cli
     bare = accuracy.score_case(res, CASE)  # without a lineage nothing of it is reported
     assert "lineage_hits" not in bare
     assert accuracy.lineage_table([{"name": "x", "variants": {"default": accuracy.summarise([bare])}}]) == []
+
+
+def test_lineage_sequence_verdict_counts_on_cases_without_a_sentinel(accuracy):
+    res = result([1, 1, 1, 1, 1, 1, 1, 1])  # per round, benign-looking b on top everywhere
+    case = {"case": "d1", "responsible": ["a"], "triggered": False, "domain": "math"}
+    lineage = SimpleNamespace(token_clients=["a"] * 8, making_round=[1] * 8, predicted_client="a")
+    row = accuracy.score_case(res, case, lineage=lineage)
+    assert row["valid"] and not row["hit"] and row["lineage_hit"] and "lineage_hits" not in row
+    summary = accuracy.summarise([row])
+    assert (summary["lin_seq_k"], summary["lin_seq_n"], summary["lin_n"]) == (1, 1, 0)
