@@ -27,6 +27,9 @@ What. Given a federation's rounds, oldest first, the last one attributed:
    different rounds are not on one scale, so each token votes with its
    softmax shares over its making round's clients (0 for everyone else) and
    the sequence shares are the mean vote, as `aggregation="share"` does.
+   Only tokens that some round made vote: no client is responsible for what
+   the base model would have said anyway (a copied identifier, the rest of a
+   word). A response with no such token lets every token vote.
 
 Cost: one teacher-forced forward pass per round walked back and item, plus one
 attribution pass per round that made a token; at most two rounds are loaded
@@ -61,7 +64,7 @@ class LineageResult:
     client_ids: list[str]  # every client that scores some token: the attributed round's first
     token_shares: torch.Tensor  # [T, K'] shares at each token's scoring round, 0 for its non-participants
     token_clients: list[str]  # per token, its top client at its scoring round
-    sequence_shares: torch.Tensor  # [K'] mean of the token shares
+    sequence_shares: torch.Tensor  # [K'] mean share vote of the tokens some round made
     predicted_client: str
     scored_at: dict[int, AttributionResult]  # round number -> the published result used for its tokens
 
@@ -88,7 +91,7 @@ class LineageResult:
             lines.append(f"{t:>4}  {shown:<{max_token_chars}}  {made:>8}  {self.token_clients[t]:<16}"
                          f"  {float(self.token_shares[t, k]):.3f}")
         lines.append("")
-        lines.append("sequence shares (mean token vote at each token's making round):")
+        lines.append("sequence shares (mean vote of the tokens some round made, each at its making round):")
         order = self.sequence_shares.argsort(descending=True).tolist()
         lines += [f"  {self.client_ids[k]:<16} {float(self.sequence_shares[k]):.3f}" for k in order]
         lines.append(f"predicted client: {self.predicted_client}")
@@ -183,7 +186,8 @@ def _assemble(i: int, attributed: AttributionResult, made: dict[int, int | None]
         columns = [ids.index(c) for c in result.client_ids]
         shares[t, columns] = result.token_shares[t]
         tops.append(result.client_ids[int(result.token_scores[t].argmax())])
-    sequence = shares.mean(dim=0) if len(making) else torch.zeros(len(ids), dtype=torch.float64)
+    voting = [t for t, m in enumerate(making) if m is not None] or list(range(len(making)))
+    sequence = shares[voting].mean(dim=0) if voting else torch.zeros(len(ids), dtype=torch.float64)
     return LineageResult(attributed=attributed, rounds=rounds, making_round=making, client_ids=ids,
                          token_shares=shares, token_clients=tops, sequence_shares=sequence,
                          predicted_client=ids[int(sequence.argmax())], scored_at=used)

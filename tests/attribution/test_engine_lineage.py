@@ -118,6 +118,8 @@ def test_each_token_takes_the_published_scores_of_its_making_round(federation):
         columns = [result.client_ids.index(c) for c in source.client_ids]
         assert torch.equal(result.token_shares[t, columns], source.token_shares[t])
     assert 1 in kinds
+    voting = [t for t, m in enumerate(result.making_round) if m is not None]
+    assert torch.allclose(result.sequence_shares, result.token_shares[voting].mean(dim=0))
 
 
 def test_a_token_made_by_no_round_keeps_the_attributed_rounds_scores(federation):
@@ -126,6 +128,8 @@ def test_a_token_made_by_no_round_keeps_the_attributed_rounds_scores(federation)
     assert result.making_round == [None, None, None]  # no model here picks "q"
     assert torch.equal(result.token_shares[:, :2], result.attributed.token_shares)
     assert result.token_clients == result.attributed.top_clients()
+    # no token was made by a round, so every token votes
+    assert torch.allclose(result.sequence_shares[:2], result.attributed.token_shares.mean(dim=0))
 
 
 def test_a_single_round_is_its_own_lineage(federation):
