@@ -311,14 +311,25 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
     for name, use_shares in (MADE_ONLY.items() if run.sim.protocol == "domains" else ()):
         rows = [score_made_only(r, c, b, use_shares, training) for r, c, b in zip(first, cases, base, strict=True)]
         out[name] = {**summarise(rows), "rows": rows}
-    if run.sim.protocol == "domains":  # backdoor runs show the lineage in their own table (`lineage_table`)
-        rows = [{**x, "predicted": x["lineage_predicted"], "hit": x["lineage_hit"], "f1": float("nan")}
-                if x and x["valid"] else x for x in _default({"variants": out})["rows"]]
-        out[LINEAGE_VARIANT] = {**summarise(rows), "rows": rows}
+    for name, every_token in (LINEAGE_VARIANTS.items() if run.sim.protocol == "domains" else ()):
+        rows = [lineage_row(x, lin, every_token, c) for x, lin, c in
+                zip(_default({"variants": out})["rows"], lineage, cases, strict=True)]
+        out[name] = {**summarise(rows), "rows": rows}
     return out
 
 
-LINEAGE_VARIANT = "round lineage (share votes)"
+# Domains runs show the round lineage's sequence verdict as variants (backdoor runs have
+# `lineage_table`): the engine's, where only tokens some round made vote, and every token voting.
+LINEAGE_VARIANTS = {"round lineage (share votes of made tokens)": False, "round lineage (every token votes)": True}
+
+
+def lineage_row(row: dict | None, lineage, every_token: bool, case: dict) -> dict | None:
+    """A default-config row with the predicted client taken from the round lineage."""
+    if not row or not row["valid"]:
+        return row
+    predicted = (lineage.client_ids[int(lineage.token_shares.mean(dim=0).argmax())] if every_token
+                 else lineage.predicted_client)
+    return {**row, "predicted": predicted, "hit": predicted in set(case["responsible"]), "f1": float("nan")}
 
 
 # Scoring variants of domains runs, computed here from the default run's token scores, not engine

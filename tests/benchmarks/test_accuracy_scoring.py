@@ -198,3 +198,16 @@ def test_lineage_sequence_verdict_counts_on_cases_without_a_sentinel(accuracy):
     assert row["valid"] and not row["hit"] and row["lineage_hit"] and "lineage_hits" not in row
     summary = accuracy.summarise([row])
     assert (summary["lin_seq_k"], summary["lin_seq_n"], summary["lin_n"]) == (1, 1, 0)
+
+
+def test_lineage_variants_of_a_domains_case(accuracy):
+    res = result([1] * 8)
+    case = {"case": "d1", "responsible": ["a"], "triggered": False}
+    shares = torch.tensor([[0.1, 0.9, 0.0]] * 6 + [[0.9, 0.1, 0.0]] * 2, dtype=torch.float64)
+    lineage = SimpleNamespace(client_ids=["a", "b", "c"], token_shares=shares, predicted_client="a",
+                              token_clients=["b"] * 6 + ["a"] * 2, making_round=[None] * 6 + [1, 2])
+    row = accuracy.score_case(res, case, lineage=lineage)
+    made = accuracy.lineage_row(row, lineage, False, case)  # only the two made tokens vote: a
+    every = accuracy.lineage_row(row, lineage, True, case)  # every token votes: b
+    assert (made["predicted"], made["hit"]) == ("a", True) and (every["predicted"], every["hit"]) == ("b", False)
+    assert accuracy.lineage_row(None, lineage, True, case) is None
