@@ -214,6 +214,7 @@ def score_case(res, case: dict, references: dict[str, list[int]] | None = None,
         if lineage is not None:
             row["lineage_hits"] = sum(lineage.token_clients[t] in every_round for t in pos)
             row["lineage_rounds"] = [lineage.making_round[t] for t in pos]
+            row["lineage_missed"] = [lineage.making_round[t] for t in pos if lineage.token_clients[t] not in every_round]
     return {**row, "valid": True}
 
 
@@ -537,19 +538,27 @@ def lineage_table(records: list[dict]) -> list[str]:
     """Token and sequence top-1 with each token scored at its making round (`attribution.lineage`)."""
     lines = ["### Round lineage: each token scored at the round that made it (default config)", "",
              "| run | attributed round | token top-1 on sentinel, per round (published) | round lineage |"
-             " seq top-1, round lineage | sentinel tokens by making round |", "|---" * 6 + "|"]
+             " seq top-1, round lineage | sentinel tokens by making round | lineage misses by making round |",
+             "|---" * 7 + "|"]
     for r in records:
         s = _default(r)
         if not s.get("lin_n"):
             continue
-        made = Counter(m for x in s["rows"] if x and "lineage_rounds" in x for m in x["lineage_rounds"])
-        where = ", ".join(f"{'base' if k is None else f'round {k}'}: {v}"
-                          for k, v in sorted(made.items(), key=lambda kv: -1 if kv[0] is None else kv[0]))
         k, n = s["lin_seq_k"], s["lin_seq_n"]
         lo, hi = wilson(k, n)
         lines.append(f"| {r['name']} | {r.get('attributed_round', 'last')} | {tokens(s, 'tok')} | {tokens(s, 'lin')} |"
-                     f" {pct(k / n)} [{pct(lo)}–{pct(hi)}] n={n} | {where} |")
+                     f" {pct(k / n)} [{pct(lo)}–{pct(hi)}] n={n} | {by_round(s['rows'], 'lineage_rounds')} |"
+                     f" {by_round(s['rows'], 'lineage_missed')} |")
     return lines + [""] if len(lines) > 4 else []
+
+
+def by_round(rows: list[dict], key: str) -> str:
+    """Counts of the making rounds listed under `key` in the rows, e.g. "base: 3, round 1: 40"."""
+    if not all(key in x for x in rows if x and "lineage_rounds" in x):
+        return "n/a"  # a record written before the benchmark kept this
+    made = Counter(m for x in rows if x and key in x for m in x[key])
+    ordered = sorted(made.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
+    return ", ".join(f"{'base' if k is None else f'round {k}'}: {v}" for k, v in ordered) or "none"
 
 
 def render(records: list[dict]) -> str:

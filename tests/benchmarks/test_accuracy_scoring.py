@@ -184,7 +184,11 @@ def test_lineage_scores_tokens_at_their_making_round_against_every_malicious_cli
     record = {"name": "scale/m/math", "attributed_round": 3, "variants": {"default": {**summary, "rows": [row]}}}
     lines = accuracy.lineage_table([record])
     assert any(x.startswith("| scale/m/math | 3 | 80.0 ") and "| 100.0 [" in x
-               and "| base: 1, round 2: 2, round 3: 2 |" in x for x in lines), lines
+               and "| base: 1, round 2: 2, round 3: 2 | none |" in x for x in lines), lines
+    lineage.token_clients[6] = "c"  # "!" (made in round 3) now missed
+    row = accuracy.score_case(res, case, lineage=lineage)
+    assert row["lineage_missed"] == [3]
+    assert accuracy.by_round([row], "lineage_missed") == "round 3: 1"
     bare = accuracy.score_case(res, CASE)  # without a lineage nothing of it is reported
     assert "lineage_hits" not in bare
     assert accuracy.lineage_table([{"name": "x", "variants": {"default": accuracy.summarise([bare])}}]) == []
