@@ -42,6 +42,7 @@ is scored at that oldest round.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ import torch
 from .config import AttributionConfig
 from .errors import InputError
 from .loaded import LoadedRound, load_round
+from .manifest import load_manifest
 from .result import AttributionResult
 
 LINEAGE_FORMAT = "protoken-lineage/1"
@@ -107,6 +109,7 @@ def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequenc
 
     if isinstance(rounds, str | Path) or not isinstance(rounds, Sequence) or not rounds:
         raise InputError("rounds must be a non-empty list of round folders, oldest first, the attributed one last")
+    chain = check_chain(rounds)  # every folder, before any is loaded: the walk may stop early
 
     def load(entry) -> LoadedRound:
         if isinstance(entry, LoadedRound):
@@ -117,7 +120,7 @@ def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequenc
     config = config or current.config
     attributed = attribute_batch(current, items, config, progress=progress)
     forced = [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in attributed]
-    seen = [_identity(current, rounds[-1])]
+    walked = [chain[-1]]
     made: list[dict[int, int | None]] = [{} for _ in attributed]  # item -> token -> making round (decided)
     alive = [{t for t, c in enumerate(picks) if c == r.response_ids[t]}  # still picked by every round so far
              for r, picks in zip(attributed, greedy_picks(current.model, forced), strict=True)]
@@ -127,8 +130,7 @@ def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequenc
             break
         earlier = load(rounds[index]) if index >= 0 else None
         if earlier is not None:
-            seen.append(_identity(earlier, rounds[index]))
-            _check_chain(seen)
+            walked.append(chain[index])
         model = earlier.model if earlier is not None else _base_model(current, device, dtype)
         broke = [{t for t in live if picks[t] != forced[i]["response_ids"][t]}
                  for i, (live, picks) in enumerate(zip(alive, greedy_picks(model, forced), strict=True))]
@@ -142,7 +144,7 @@ def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequenc
                 made[i].update({t: None for t in live})
             alive = [set() for _ in alive]
         current = earlier
-    return [_assemble(i, attributed[i], made[i], scored_at, [s[1] for s in reversed(seen)])
+    return [_assemble(i, attributed[i], made[i], scored_at, walked[::-1])
             for i in range(len(attributed))]
 
 
@@ -193,23 +195,29 @@ def _assemble(i: int, attributed: AttributionResult, made: dict[int, int | None]
                          predicted_client=ids[int(sequence.argmax())], scored_at=used)
 
 
-def _identity(loaded: LoadedRound, entry) -> tuple[str, int, str, str]:
-    info = loaded.info
-    where = info.root or str(entry) if not isinstance(entry, LoadedRound) else info.root or f"round {info.round}"
-    return (info.federation, info.round, info.base_model_dir, where)
-
-
-def _check_chain(seen: list[tuple[str, int, str, str]]) -> None:
-    """`seen` is newest first; each new (older) entry must belong to the same federation and come before."""
-    (fed, number, base, where), (new_fed, new_number, new_base, new_where) = seen[-2], seen[-1]
-    if new_fed != fed:
-        raise InputError(f"{new_where} belongs to federation {new_fed!r}, but {where} to {fed!r}; "
-                         "a lineage needs rounds of one federation")
-    if new_base != base:
-        raise InputError(f"{new_where} has base model {new_base!r}, but {where} has {base!r}")
-    if new_number >= number:
-        raise InputError(f"rounds must be given oldest first: {new_where} (round {new_number}) comes before "
-                         f"{where} (round {number})")
+def check_chain(rounds: Sequence[str | Path | LoadedRound]) -> list[int]:
+    """The rounds' numbers; refuses a list that is not one federation's rounds, oldest first."""
+    seen = []
+    for entry in rounds:
+        if isinstance(entry, LoadedRound):
+            info = entry.info
+            seen.append((info.federation, info.round, info.base_model, info.root or f"round {info.round}"))
+        elif isinstance(entry, str | Path):
+            manifest = load_manifest(entry)
+            seen.append((manifest.federation, manifest.round, manifest.base_model, str(entry)))
+        else:
+            raise InputError(f"rounds must hold round folders (str or Path) or loaded rounds, got "
+                             f"{type(entry).__name__}")
+    for (fed, number, base, where), (next_fed, next_number, next_base, next_where) in itertools.pairwise(seen):
+        if next_fed != fed:
+            raise InputError(f"{next_where} belongs to federation {next_fed!r}, but {where} to {fed!r}; "
+                             "a lineage needs rounds of one federation")
+        if next_base != base:
+            raise InputError(f"{next_where} has base model {next_base!r}, but {where} has {base!r}")
+        if next_number <= number:
+            raise InputError(f"rounds must be given oldest first: {where} (round {number}) comes before "
+                             f"{next_where} (round {next_number})")
+    return [number for _, number, _, _ in seen]
 
 
 def _base_model(loaded: LoadedRound, device: str, dtype: torch.dtype) -> torch.nn.Module:

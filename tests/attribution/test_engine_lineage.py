@@ -18,7 +18,7 @@ import torch
 
 from attribution import AttributionConfig, attribute_batch, load_round
 from attribution.cli import main
-from attribution.errors import InputError
+from attribution.errors import InputError, MissingFileError
 from attribution.lineage import attribute_lineage, greedy_picks
 from attribution.snapshot import tracked_module_names, write_round
 from attribution.snapshot_types import ClientUpdate
@@ -148,7 +148,7 @@ def test_rounds_out_of_order_are_refused(federation):
 def test_rounds_of_another_federation_are_refused(federation, make_round, tmp_path):
     base_dir, _, r2 = federation
     other, _ = make_round(tmp_path / "other", base_dir)
-    with pytest.raises(InputError, match="federation 'test-fed'"):
+    with pytest.raises(InputError, match="federation 'lineage-test', but .* to 'test-fed'"):
         attribute_lineage([other, r2], [{"prompt_ids": PROMPT, "max_new_tokens": 2}])
 
 
@@ -197,3 +197,13 @@ def test_greedy_picks_reproduce_a_models_own_greedy_continuation(tiny_model_dir)
     other = [(i + 1) % 200 for i in greedy]
     choices = greedy_picks(model, [{"prompt_ids": prompt, "response_ids": other}])[0]
     assert choices[0] == greedy[0]  # the first choice depends only on the prompt
+
+
+def test_every_round_is_checked_before_the_walk(federation, tmp_path, capsys):
+    _, r1, r2 = federation
+    with pytest.raises(MissingFileError, match="no manifest.json"):
+        attribute_lineage([tmp_path / "nowhere", r1, r2], [{"prompt_ids": PROMPT, "max_new_tokens": 2}])
+    assert main(["lineage", str(tmp_path / "nowhere"), str(r2), "--prompt", "hi", "--no-progress"]) == 2
+    assert "nowhere: no manifest.json" in capsys.readouterr().err
+    with pytest.raises(InputError, match="round folders .* or loaded rounds, got int"):
+        attribute_lineage([3, r2], [{"prompt_ids": PROMPT}])
