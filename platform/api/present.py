@@ -34,7 +34,7 @@ def generation_out(generation: Generation, *, with_attribution: bool) -> dict:
             name: getattr(generation, name)
             for name in (
                 "source", "status", "prompt", "response", "failure_code", "failure_reason", "attempts",
-                "external_ref", "created_at", "started_at", "finished_at", "engine_ms",
+                "external_ref", "created_at", "started_at", "finished_at", "engine_ms", "lineage",
             )
         },
         "attribution": None,
@@ -79,6 +79,7 @@ def attribution_out(generation: Generation) -> dict | None:
             }
             for t in run_token_rows(run=run)
         ],
+        "lineage": run.lineage,
     }
 
 

@@ -136,6 +136,7 @@ def _submission(item: GenerationIn) -> Submission:
         max_new_tokens=item.max_new_tokens,
         chat_template=item.chat_template,
         external_ref=item.external_ref,
+        lineage=item.lineage,
     )
 
 

@@ -75,6 +75,8 @@ class GenerationIn(Schema):
     max_new_tokens: int = Field(32, ge=1, le=512)
     chat_template: bool = True
     external_ref: str = Field("", max_length=200)
+    lineage: bool = Field(False, description="also score each token with the clients of the round that made it, "
+                          "walking back through the federation's earlier rounds")
 
 
 class BatchIn(Schema):
@@ -111,6 +113,21 @@ class TokenOut(Schema):
     scores: list[float]
 
 
+class LineageOut(Schema):
+    """The round lineage of a response (`attribution.lineage`): each token scored at the round that made it."""
+
+    format: str
+    rounds: list[int] = Field(description="round numbers walked back through, oldest first")
+    making_round: list[int | None] = Field(description="per token; null: no round made it (the base model "
+                                           "picks it, or the attributed model would not): attributed round's scores")
+    client_ids: list[str] = Field(description="column order of token_shares and sequence_shares")
+    token_clients: list[str] = Field(description="per token, its top client at its making round")
+    token_shares: list[list[float]]
+    sequence_shares: list[float] = Field(description="mean share vote of the tokens some round made")
+    predicted_client: str
+    scored_at: dict[str, dict] = Field(description="round number -> provenance of the result its tokens came from")
+
+
 class AttributionOut(Schema):
     method_version: str
     config: dict
@@ -122,6 +139,7 @@ class AttributionOut(Schema):
     responsible_set: list[str]
     clients: list[ClientScoreOut]
     tokens: list[TokenOut]
+    lineage: LineageOut | None = None
 
 
 class GenerationOut(Schema):
@@ -140,6 +158,7 @@ class GenerationOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     engine_ms: int | None
+    lineage: bool = False
     attribution: AttributionOut | None = None
 
 

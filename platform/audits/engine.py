@@ -8,7 +8,7 @@ not kept. The cache is keyed by the round's row id *and* its global sha256,
 so a re-registered database (tests, restores) can never serve stale weights.
 
 The engine is only reached through its public facade (`attribution.load_round`,
-`attribution.attribute`, `AttributionConfig`); this module never imports
+`attribution.attribute`, `AttributionConfig`, `attribution.lineage`); this module never imports
 Django models beyond `Round`, and holds no database connection while the
 engine runs.
 """
@@ -123,3 +123,18 @@ def run_engine_batch(loaded, *, items: list[dict], config) -> list:
     from attribution import attribute_batch
 
     return attribute_batch(loaded, items, config)
+
+
+def run_engine_lineage(loaded, round_: Round, *, items: list[dict], config) -> list:
+    """`attribution.lineage.attribute_lineage` over the federation's registered rounds up to `round_`.
+
+    The attributed round comes from the cache; earlier rounds are handed over as
+    folders, which the engine loads one at a time and only as far back as it
+    has to walk, so they do not crowd the cache out.
+    """
+    from attribution.config import DTYPES
+    from attribution.lineage import attribute_lineage
+
+    earlier = Round.objects.filter(federation_id=round_.federation_id, number__lt=round_.number).order_by("number")
+    folders = [local_folder(prefix=r.artifact_path, names=r.files) for r in earlier]
+    return attribute_lineage([*folders, loaded], items, config, device=config.device, dtype=DTYPES[config.dtype])

@@ -3,7 +3,12 @@
 - `Generation`: one prompt (+ response) against one round; its lifecycle
   (queued → running → done | failed with a reason) and timings.
 - `AttributionRun`: one engine run over a generation, with its provenance
-  (method version, config + hash, tracked modules, snapshot hashes). It is
+  (method version, config + hash, tracked modules, snapshot hashes). When the
+  generation asked for a round lineage (`Generation.lineage`), the run also
+  holds it as one JSON document (`attribution.lineage`'s `to_dict`, less the
+  per-round result the rows already hold): per token the round that made it
+  and its top client there, the lineage's sequence shares, and the provenance
+  of every earlier round it scored tokens at. It is
   unique per (generation, method version, config hash): that key makes a
   re-run of a finished generation a no-op, and a new method version or
   config a new run beside the old one.
@@ -46,6 +51,7 @@ class Generation(models.Model):
     response = models.TextField(blank=True)  # filled by the worker for source=generated
     max_new_tokens = models.PositiveSmallIntegerField(default=32)
     chat_template = models.BooleanField(default=True)
+    lineage = models.BooleanField(default=False)  # also score each token at the round that made it
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     failure_code = models.CharField(max_length=64, blank=True)
     failure_reason = models.TextField(blank=True)
@@ -79,6 +85,7 @@ class AttributionRun(models.Model):
     client_ids = ArrayField(models.CharField(max_length=64))  # the order of TokenAttribution.scores
     predicted_client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="+")
     num_tokens = models.PositiveIntegerField()
+    lineage = models.JSONField(null=True, blank=True)  # protoken-lineage/1 document, when the generation asked
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -63,8 +63,16 @@ def snapshot_hashes(provenance: dict, client_ids: list[str]) -> dict:
     }
 
 
-def store_result(*, generation_id: int, result, settings_, engine_ms: int) -> AttributionRun:
+def lineage_document(lineage) -> dict | None:
+    """What a run keeps of an `attribution.lineage.LineageResult`: all of it but the per-round result."""
+    if lineage is None:
+        return None
+    return {k: v for k, v in lineage.to_dict().items() if k != "attributed"}
+
+
+def store_result(*, generation_id: int, result, settings_, engine_ms: int, lineage=None) -> AttributionRun:
     rows = result_rows(result)
+    document = lineage_document(lineage)
     with transaction.atomic():
         generation = Generation.objects.select_for_update().get(pk=generation_id)
         # The engine's own provenance is the truth; it equals settings_ unless the engine changed under us.
@@ -74,12 +82,12 @@ def store_result(*, generation_id: int, result, settings_, engine_ms: int) -> At
         }
         run = generation.runs.filter(**key).first()
         if run is None:
-            run = _insert_run(generation, rows, key, settings_)
+            run = _insert_run(generation, rows, key, settings_, document)
         _mark_done(generation, rows, engine_ms)
     return run
 
 
-def _insert_run(generation: Generation, rows: ResultRows, key: dict, settings_) -> AttributionRun:
+def _insert_run(generation: Generation, rows: ResultRows, key: dict, settings_, lineage: dict | None) -> AttributionRun:
     clients = _round_clients(generation, rows.client_ids)
     provenance = rows.provenance
     run = AttributionRun.objects.create(
@@ -93,6 +101,7 @@ def _insert_run(generation: Generation, rows: ResultRows, key: dict, settings_) 
         client_ids=rows.client_ids,
         predicted_client=clients[rows.predicted_client],
         num_tokens=len(rows.token_ids),
+        lineage=lineage,
         **key,
     )
     ClientAttribution.objects.bulk_create(_client_rows(run, generation, rows, clients))

@@ -54,6 +54,7 @@ class Submission:
     max_new_tokens: int = 32
     chat_template: bool = True
     external_ref: str = ""
+    lineage: bool = False  # also score each token at the round that made it (attribution.lineage)
 
     def __post_init__(self) -> None:
         if not self.prompt or not self.prompt.strip():
@@ -124,6 +125,7 @@ def _create_generation(federation, submission: Submission, submitted_by, batch_i
         response=submission.response or "",
         max_new_tokens=submission.max_new_tokens,
         chat_template=submission.chat_template,
+        lineage=submission.lineage,
         batch_id=batch_id,
         submitted_by=submitted_by,
         external_ref=submission.external_ref,
@@ -181,32 +183,52 @@ def _attribute_group(group: list[Generation], settings_: engine.EngineSettings) 
     if len(group) == 1:
         _attribute_one(group[0], settings_)
         return
+    for lineage in (False, True):  # a lineage walks back through earlier rounds: its own engine call
+        part = [g for g in group if g.lineage == lineage]
+        if len(part) == 1:
+            _attribute_one(part[0], settings_)
+        elif part:
+            _attribute_part(part, settings_)
+
+
+def _attribute_part(part: list[Generation], settings_: engine.EngineSettings) -> None:
     try:
         started = time.perf_counter()
-        loaded = engine.loaded_round(group[0].round, settings_.config)
-        results = engine.run_engine_batch(loaded, items=[_engine_item(g) for g in group], config=settings_.config)
-        engine_ms = round((time.perf_counter() - started) * 1000 / len(group))
+        results = _run(part, settings_)
+        engine_ms = round((time.perf_counter() - started) * 1000 / len(part))
     except Exception as exc:
         _raise_if_transient(exc)
         # One bad item fails the whole batched call: attribute one by one so only it fails.
-        for generation in group:
+        for generation in part:
             _attribute_one(generation, settings_)
         return
-    for generation, result in zip(group, results, strict=True):
-        _store(generation, result, settings_, engine_ms)
+    for generation, (result, lineage) in zip(part, results, strict=True):
+        _store(generation, result, settings_, engine_ms, lineage)
 
 
 def _attribute_one(generation: Generation, settings_: engine.EngineSettings) -> None:
     try:
         started = time.perf_counter()
-        loaded = engine.loaded_round(generation.round, settings_.config)
-        result = engine.run_engine(loaded, config=settings_.config, **_engine_item(generation))
+        (result, lineage), = _run([generation], settings_)
         engine_ms = round((time.perf_counter() - started) * 1000)
     except Exception as exc:
         _raise_if_transient(exc)
         _fail_permanently(generation, exc)
         return
-    _store(generation, result, settings_, engine_ms)
+    _store(generation, result, settings_, engine_ms, lineage)
+
+
+def _run(part: list[Generation], settings_: engine.EngineSettings) -> list[tuple[object, object | None]]:
+    """(published result, lineage or None) per generation of one round, all with the same `lineage` flag."""
+    config = settings_.config
+    loaded = engine.loaded_round(part[0].round, config)
+    items = [_engine_item(g) for g in part]
+    if part[0].lineage:
+        lineages = engine.run_engine_lineage(loaded, part[0].round, items=items, config=config)
+        return [(lineage.attributed, lineage) for lineage in lineages]
+    if len(part) == 1:
+        return [(engine.run_engine(loaded, config=config, **items[0]), None)]
+    return [(result, None) for result in engine.run_engine_batch(loaded, items=items, config=config)]
 
 
 def _engine_item(generation: Generation) -> dict:
@@ -218,9 +240,10 @@ def _engine_item(generation: Generation) -> dict:
     return item
 
 
-def _store(generation: Generation, result, settings_: engine.EngineSettings, engine_ms: int) -> None:
+def _store(generation: Generation, result, settings_: engine.EngineSettings, engine_ms: int, lineage=None) -> None:
     try:
-        store_result(generation_id=generation.pk, result=result, settings_=settings_, engine_ms=engine_ms)
+        store_result(generation_id=generation.pk, result=result, settings_=settings_, engine_ms=engine_ms,
+                     lineage=lineage)
     except Exception as exc:
         _raise_if_transient(exc)
         _fail_permanently(generation, exc)

@@ -169,7 +169,23 @@ def _run_context(run: AttributionRun, colours: dict[str, str]) -> dict:
         "responsible": [r.client.client_id for r in client_rows if r.in_responsible_set],
         "config_json": json.dumps(run.config, indent=2, sort_keys=True),
         "timings": run.provenance.get("timings") or {},
+        "lineage": _lineage_context(run.lineage, [t["text"] for t in tokens], colours),
     }
+
+
+def _lineage_context(document: dict | None, texts: list[str], colours: dict[str, str]) -> dict | None:
+    """Rows of the round-lineage table: per token its making round and its top client there."""
+    if not document:
+        return None
+    ids, shares = document["client_ids"], document["token_shares"]
+    tokens = [{"position": t, "text": texts[t] if t < len(texts) else "", "made": made,
+               "client": document["token_clients"][t], "colour": colours.get(document["token_clients"][t], "#888888"),
+               "share": shares[t][ids.index(document["token_clients"][t])]}
+              for t, made in enumerate(document["making_round"])]
+    order = sorted(range(len(ids)), key=lambda k: -document["sequence_shares"][k])
+    return {"tokens": tokens, "rounds": document["rounds"], "predicted": document["predicted_client"],
+            "clients": [{"client_id": ids[k], "share": document["sequence_shares"][k],
+                         "colour": colours.get(ids[k], "#888888")} for k in order]}
 
 
 @console_page

@@ -89,3 +89,23 @@ def test_it_answers_404_for_an_unknown_run(as_user, users, fed_a):
     response = as_user(users["operator"]).get(reverse("console:generation", args=["fed-a", generation.pk]), {"run": "999999"})
     assert response.status_code == 404
     assert "no attribution run &#x27;999999&#x27;" in response.content.decode()
+
+
+def test_it_shows_the_round_lineage_when_the_run_has_one(as_user, users, fed_a):
+    tokens = [("ZE", [2.0, 0.0, 0.0]), ("TA", [0.0, 1.0, 0.5])]
+    generation = attributed_generation(fed_a, shares={"alice": 0.5, "bob": 0.3, "carol": 0.2}, tokens=tokens)
+    run = AttributionRun.objects.get(generation=generation)
+    page = reverse("console:generation", args=["fed-a", generation.pk])
+    assert 'id="lineage"' not in as_user(users["auditor"]).get(page).content.decode()  # no lineage asked for
+    run.lineage = {"format": "protoken-lineage/1", "rounds": [1, 2], "making_round": [1, None],
+                   "client_ids": ["alice", "bob", "carol", "dave"], "token_clients": ["dave", "bob"],
+                   "token_shares": [[0.1, 0.1, 0.1, 0.7], [0.2, 0.6, 0.2, 0.0]],
+                   "sequence_shares": [0.1, 0.1, 0.1, 0.7], "predicted_client": "dave", "scored_at": {}}
+    run.save(update_fields=["lineage"])
+    html = as_user(users["auditor"]).get(page).content.decode()
+    section = html[html.index('id="lineage"'):]
+    rows = re.findall(r"<tr><td>(\d+)</td><td><code>(.*?)</code></td><td>(.*?)</td><td>.*?</span>(\w+)</td>"
+                      r"<td class=\"num\">(.*?)</td></tr>", section)
+    assert rows == [("0", "ZE", "round 1", "dave", "70.0%"), ("1", "TA", '<span class="muted">base</span>', "bob",
+                                                              "60.0%")]
+    assert "rounds 1, 2" in section and "Predicted by lineage: <strong>dave</strong>" in section

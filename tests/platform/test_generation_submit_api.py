@@ -48,6 +48,7 @@ def test_it_groups_a_batch_into_one_task_per_round(api, rounds, django_capture_o
         ({"prompt": "x", "response": ""}, "response"),
         ({"prompt": "x", "max_new_tokens": 0}, "max_new_tokens"),
         ({"prompt": "x", "round": -1}, "round"),
+        ({"prompt": "x", "lineage": "maybe"}, "lineage"),
     ],
 )
 def test_it_names_the_invalid_field(api, rounds, body, field):

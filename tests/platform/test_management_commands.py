@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 
 import pytest
@@ -36,6 +37,18 @@ def test_it_imports_a_round_folder_then_attributes_a_prompt(federation, make_rou
     assert {"alice", "bob", "carol"} <= set(table.split())
     assert "rank" in table and "share" in table
     assert Generation.objects.get().status == "done"
+
+
+def test_it_attributes_with_a_round_lineage(federation, make_round):
+    engine.round_cache().clear()
+    for n in (0, 1):
+        _call("import_round", str(make_round(number=n, seed=n)))
+    table = _call("attribute", "fed-a", "--prompt", "The cat", "--response", " sat", "--no-chat-template", "--lineage")
+    line = table.split("lineage (top client at making round): ")[1].splitlines()[0]
+    marks = re.findall(r"->(\w+)@(\w+)", line)
+    assert len(marks) == Generation.objects.get().runs.get().num_tokens
+    assert all(client in ("alice", "bob", "carol") and made in ("r0", "r1", "base") for client, made in marks)
+    assert "lineage predicted client: " in table
 
 
 def test_it_reports_a_bad_round_folder(federation, make_round):

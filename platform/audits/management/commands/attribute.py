@@ -1,4 +1,4 @@
-"""`manage.py attribute FEDERATION --prompt TEXT [--response TEXT] [--round N]`: attribute one prompt, print the table.
+"""`manage.py attribute FEDERATION --prompt TEXT [--response TEXT] [--round N] [--lineage]`: attribute one prompt, print the table.
 
 Runs the same service as the worker, in this process, and stores the result
 like any other generation (source `generated`, or `submitted` with --response).
@@ -22,6 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--round", type=int, default=None, help="round number (default: latest)")
         parser.add_argument("--max-new-tokens", type=int, default=32)
         parser.add_argument("--no-chat-template", action="store_true")
+        parser.add_argument("--lineage", action="store_true",
+                            help="also score each token at the round that made it, walking back through earlier rounds")
 
     def handle(self, *args, **options):
         try:
@@ -32,6 +34,7 @@ class Command(BaseCommand):
                 round_number=options["round"],
                 max_new_tokens=options["max_new_tokens"],
                 chat_template=not options["no_chat_template"],
+                lineage=options["lineage"],
             )
             generation = generation_submit(federation=federation, submission=submission, enqueue=False)
         except PlatformError as exc:
@@ -53,3 +56,10 @@ class Command(BaseCommand):
             )
         tokens = " ".join(f"{t.text!r}->{t.top_client.client_id}" for t in run_token_rows(run=run))
         self.stdout.write(f"tokens (top client): {tokens}")
+        if run.lineage:
+            made = run.lineage["making_round"]
+            texts = [t.text for t in run_token_rows(run=run)]
+            marks = " ".join(f"{texts[t]!r}->{c}@{'base' if made[t] is None else f'r{made[t]}'}"
+                             for t, c in enumerate(run.lineage["token_clients"]))
+            self.stdout.write(f"lineage (top client at making round): {marks}")
+            self.stdout.write(f"lineage predicted client: {run.lineage['predicted_client']}")
