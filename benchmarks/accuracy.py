@@ -526,6 +526,10 @@ def domains_table(records: list[dict]) -> list[str]:
             lines.append(f"| {d} | {sum(x['format_domain'] == d for x in mine)}/{len(mine)} |"
                          f" {', '.join(f'{k} {v}' for k, v in sorted(others.items())) or '—'} | "
                          + " | ".join(hits) + " |")
+        owners = {x["domain"]: set(x["truth"]) for x in default}
+        by_format = [f"{sum(x['predicted'] in owners.get(x['format_domain'], ()) for x in rows[n])}/{len(rows[n])}"
+                     for n in names]
+        lines.append("| all, truth = the clients of the response's format domain | | | " + " | ".join(by_format) + " |")
         lines.append("")
         s = _default(r)
         lo, hi = s["own_ci"]

@@ -143,17 +143,21 @@ def test_made_only_scoring_leaves_out_tokens_the_base_model_picks_itself(accurac
 
 
 def test_domains_table_counts_formats_and_each_variants_hits(accuracy):
-    def row(domain, fmt, hit):
-        return {"valid": True, "hit": hit, "truth": ["a"], "K": 8, "f1": 0.5, "domain": domain, "format_domain": fmt}
+    owners = {"finance": ["f"], "math": ["m"]}
 
-    default = [row("finance", "math", False), row("finance", "finance", True), row("math", "math", True)]
-    share = [row("finance", "math", True), row("finance", "finance", True), row("math", "math", False)]
+    def row(domain, fmt, predicted):
+        return {"valid": True, "hit": predicted in owners[domain], "predicted": predicted, "truth": owners[domain],
+                "K": 8, "f1": 0.5, "domain": domain, "format_domain": fmt}
+
+    default = [row("finance", "math", "m"), row("finance", "finance", "f"), row("math", "math", "m")]
+    share = [row("finance", "math", "f"), row("finance", "finance", "f"), row("math", "math", "f")]
     record = {"name": "domains/m", "table": "domains",
               "variants": {"default": {**accuracy.summarise(default), "rows": default},
                            "share": {**accuracy.summarise(share), "rows": share}}}
     lines = accuracy.domains_table([record])
     assert "| finance | 1/2 | math 1 | 1/2 | 2/2 |" in lines
     assert "| math | 1/1 | — | 1/1 | 0/1 |" in lines
+    assert "| all, truth = the clients of the response's format domain | | | 3/3 | 1/3 |" in lines
     assert any("over the 2 cases answered in their prompt's own format: 100.0" in x for x in lines)
 
 
