@@ -144,6 +144,8 @@ def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequenc
                 made[i].update({t: None for t in live})
             alive = [set() for _ in alive]
         current = earlier
+        if progress is not None:
+            progress("rounds walked back", 1, len(rounds))
     return [_assemble(i, attributed[i], made[i], scored_at, walked[::-1])
             for i in range(len(attributed))]
 
