@@ -100,8 +100,11 @@ def full_runs(models: list[str]) -> list[Run]:
     runs = [Run(f"backdoor/{m}/{d}", "backdoor", backdoor_cfg(m, d))
             for m in models for d in ("math", "coding", "medical", "finance")]
     smol = "smollm2-135m-instruct"
+    # 5 rounds, not 3: after 3 the global model answered 4 of 10 finance prompts in the maths
+    # template ("The answer is 24."), so the finance domain had not taken (the domains analogue of
+    # checking ASR first); after 5 it answers 8 of 10 in the finance format (both seen here).
     runs.append(Run("domains/smollm2", "domains", SimulationConfig(
-        protocol="domains", model=smol, clients=8, malicious=0, rounds=3, per_client=16, cases=40,
+        protocol="domains", model=smol, clients=8, malicious=0, rounds=5, per_client=16, cases=40,
         train_blocks=2, train=TrainConfig(epochs=3, lr=1e-3)),
         {"default": {}, "z-score aggregation": {"aggregation": "zscore"}, "share aggregation": {"aggregation": "share"},
          "log-prob target": {"target": "logprob"}}))
