@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -74,20 +74,17 @@ class LineageResult:
     def response_tokens(self) -> list[str]:
         return self.attributed.response_tokens
 
-    def scoring_round(self, t: int) -> int:
-        return self.attributed.provenance.round if self.making_round[t] is None else self.making_round[t]
-
     def to_dict(self) -> dict:
         return {"format": LINEAGE_FORMAT, "rounds": self.rounds, "making_round": self.making_round,
                 "client_ids": self.client_ids, "token_clients": self.token_clients,
                 "token_shares": self.token_shares.tolist(), "sequence_shares": self.sequence_shares.tolist(),
                 "predicted_client": self.predicted_client, "attributed": self.attributed.to_dict(),
-                "scored_at": {str(r): vars(res.provenance) for r, res in sorted(self.scored_at.items())}}
+                "scored_at": {str(r): asdict(res.provenance) for r, res in sorted(self.scored_at.items())}}
 
     def table(self, max_token_chars: int = 18) -> str:
         lines = [f"{'pos':>4}  {'token':<{max_token_chars}}  {'made in':>8}  {'top client':<16}  share"]
         for t, token in enumerate(self.response_tokens):
-            made = "base" if self.making_round[t] is None else f"round {self.making_round[t]}"
+            made = "no round" if self.making_round[t] is None else f"round {self.making_round[t]}"
             k = self.client_ids.index(self.token_clients[t])
             shown = repr(token)[1:-1][:max_token_chars]
             lines.append(f"{t:>4}  {shown:<{max_token_chars}}  {made:>8}  {self.token_clients[t]:<16}"

@@ -106,6 +106,6 @@ def test_it_shows_the_round_lineage_when_the_run_has_one(as_user, users, fed_a):
     section = html[html.index('id="lineage"'):]
     rows = re.findall(r"<tr><td>(\d+)</td><td><code>(.*?)</code></td><td>(.*?)</td><td>.*?</span>(\w+)</td>"
                       r"<td class=\"num\">(.*?)</td></tr>", section)
-    assert rows == [("0", "ZE", "round 1", "dave", "70.0%"), ("1", "TA", '<span class="muted">base</span>', "bob",
+    assert rows == [("0", "ZE", "round 1", "dave", "70.0%"), ("1", "TA", '<span class="muted">no round</span>', "bob",
                                                               "60.0%")]
     assert "rounds 1, 2" in section and "Predicted by lineage: <strong>dave</strong>" in section

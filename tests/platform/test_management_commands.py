@@ -47,7 +47,7 @@ def test_it_attributes_with_a_round_lineage(federation, make_round):
     line = table.split("lineage (top client at making round): ")[1].splitlines()[0]
     marks = re.findall(r"->(\w+)@(\w+)", line)
     assert len(marks) == Generation.objects.get().runs.get().num_tokens
-    assert all(client in ("alice", "bob", "carol") and made in ("r0", "r1", "base") for client, made in marks)
+    assert all(client in ("alice", "bob", "carol") and made in ("r0", "r1", "none") for client, made in marks)
     assert "lineage predicted client: " in table
 
 

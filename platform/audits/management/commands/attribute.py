@@ -59,7 +59,7 @@ class Command(BaseCommand):
         if run.lineage:
             made = run.lineage["making_round"]
             texts = [t.text for t in run_token_rows(run=run)]
-            marks = " ".join(f"{texts[t]!r}->{c}@{'base' if made[t] is None else f'r{made[t]}'}"
+            marks = " ".join(f"{texts[t]!r}->{c}@{'none' if made[t] is None else f'r{made[t]}'}"
                              for t, c in enumerate(run.lineage["token_clients"]))
             self.stdout.write(f"lineage (top client at making round): {marks}")
             self.stdout.write(f"lineage predicted client: {run.lineage['predicted_client']}")
