@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(see attribution.lineage).")
     lineage.add_argument("round_dirs", nargs="+", metavar="ROUND_DIR", help="protoken-round/1 folders, oldest first")
     _add_item_args(lineage)
+    lineage.add_argument("--credit", choices=("making", "cumulative"), default="making",
+                         help="a made token votes with its making round's shares (default), or with their mean "
+                         "over every round up to it")
     lineage.set_defaults(func=run_lineage)
 
 
@@ -109,7 +112,8 @@ def run_lineage(args: argparse.Namespace) -> int:
             item = {"prompt_ids": item["prompt_ids"], "response_ids": encode_response(loaded, args.response)}
         progress.stage(f"walking back through {len(args.round_dirs)} rounds")
         result, = attribute_lineage([*args.round_dirs[:-1], loaded], [item], config, device=config.device,
-                                    dtype=config.torch_dtype, verify=not args.no_verify, progress=progress)
+                                    dtype=config.torch_dtype, verify=not args.no_verify, progress=progress,
+                                    credit=args.credit)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0
 

@@ -30,6 +30,11 @@ What. Given a federation's rounds, oldest first, the last one attributed:
    Only tokens that some round made vote: no client is responsible for what
    the base model would have said anyway (a copied identifier, the rest of a
    word). A response with no such token lets every token vote.
+5. `credit="cumulative"` makes a token vote with the mean of its share rows
+   over every round of the chain up to its making round instead of the
+   making round's alone: a token pushed from round 1 on and tipped into the
+   argmax in round 2 owes its place to all of those rounds (see CREDITS). It
+   costs an attribution pass on every such round.
 
 Cost: one teacher-forced forward pass per round walked back and item, plus one
 attribution pass per round that made a token; at most two rounds are loaded
@@ -56,6 +61,11 @@ from .manifest import load_manifest
 from .result import AttributionResult
 
 LINEAGE_FORMAT = "protoken-lineage/1"
+# How a made token votes: with its making round's shares alone, or with the mean of its share
+# rows over every round of the chain up to the making round. A backdoor token pushed by the
+# malicious clients from round 1 and tipped into the argmax in round 2 by a benign client's
+# drift is credited to the benign client by "making", to the malicious ones by "cumulative".
+CREDITS = ("making", "cumulative")
 
 
 @dataclass
@@ -69,13 +79,14 @@ class LineageResult:
     sequence_shares: torch.Tensor  # [K'] mean share vote of the tokens some round made
     predicted_client: str
     scored_at: dict[int, AttributionResult]  # round number -> the published result used for its tokens
+    credit: str = "making"  # one of CREDITS
 
     @property
     def response_tokens(self) -> list[str]:
         return self.attributed.response_tokens
 
     def to_dict(self) -> dict:
-        return {"format": LINEAGE_FORMAT, "rounds": self.rounds, "making_round": self.making_round,
+        return {"format": LINEAGE_FORMAT, "credit": self.credit, "rounds": self.rounds, "making_round": self.making_round,
                 "client_ids": self.client_ids, "token_clients": self.token_clients,
                 "token_shares": self.token_shares.tolist(), "sequence_shares": self.sequence_shares.tolist(),
                 "predicted_client": self.predicted_client, "attributed": self.attributed.to_dict(),
@@ -100,12 +111,18 @@ class LineageResult:
 def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequence[dict],
                       config: AttributionConfig | None = None, *, device: str = "cpu",
                       dtype: torch.dtype = torch.float32, verify: bool = True,
-                      progress=None) -> list[LineageResult]:
-    """Attribute `items` (as `attribute_batch` takes them) on the last of `rounds`, each token at its making round."""
+                      progress=None, credit: str = "making") -> list[LineageResult]:
+    """Attribute `items` (as `attribute_batch` takes them) on the last of `rounds`, each token at its making round.
+
+    `credit="cumulative"` votes each made token with the mean of its share rows over every
+    round of the chain up to its making round, not the making round's alone (see CREDITS).
+    """
     from . import attribute_batch
 
     if isinstance(rounds, str | Path) or not isinstance(rounds, Sequence) or not rounds:
         raise InputError("rounds must be a non-empty list of round folders, oldest first, the attributed one last")
+    if credit not in CREDITS:
+        raise InputError(f"credit must be one of {', '.join(CREDITS)}, got {credit!r}")
     chain = check_chain(rounds)  # every folder, before any is loaded: the walk may stop early
 
     def load(entry) -> LoadedRound:
@@ -143,8 +160,18 @@ def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequenc
         current = earlier
         if progress is not None:
             progress("rounds walked back", 1, len(rounds))
-    return [_assemble(i, attributed[i], made[i], scored_at, walked[::-1])
+    if credit == "cumulative":  # every round up to the latest making round, for every item
+        latest = max((m for item in made for m in item.values() if m is not None), default=None)
+        for entry, number in zip(rounds, chain, strict=True):
+            if latest is not None and number <= latest and not _complete(scored_at.get(number)):
+                scored_at[number] = _score(load(entry), forced, [{0}] * len(forced), config, progress)
+    spans = {m: [r for r in chain if r <= m] if credit == "cumulative" else [m] for m in chain}
+    return [_assemble(i, attributed[i], made[i], scored_at, walked[::-1], spans, credit)
             for i in range(len(attributed))]
+
+
+def _complete(results: list | None) -> bool:
+    return results is not None and all(r is not None for r in results)
 
 
 def greedy_picks(model: torch.nn.Module, items: Sequence[dict]) -> list[list[int]]:
@@ -173,25 +200,27 @@ def _score(loaded: LoadedRound, forced: list[dict], wanted: list[set[int]], conf
 
 
 def _assemble(i: int, attributed: AttributionResult, made: dict[int, int | None],
-              scored_at: dict[int, list], rounds: list[int]) -> LineageResult:
+              scored_at: dict[int, list], rounds: list[int], spans: dict[int, list[int]],
+              credit: str = "making") -> LineageResult:
     own = attributed.provenance.round
     making = [made.get(t) for t in range(len(attributed.response_ids))]
-    used = {r: scored_at[r][i] for r in {own if m is None else m for m in making}}
+    credited = [[own] if m is None else spans[m] for m in making]  # per token, the rounds whose votes it takes
+    used = {r: scored_at[r][i] for r in {r for span in credited for r in span}}
     ids = list(attributed.client_ids)
     for r in sorted(used, reverse=True):
         ids += [c for c in used[r].client_ids if c not in ids]
     shares = torch.zeros(len(making), len(ids), dtype=torch.float64)
-    tops = []
-    for t, m in enumerate(making):
-        result = used[own if m is None else m]
-        columns = [ids.index(c) for c in result.client_ids]
-        shares[t, columns] = result.token_shares[t]
-        tops.append(result.client_ids[int(result.token_scores[t].argmax())])
+    for t, span in enumerate(credited):
+        for r in span:
+            shares[t, [ids.index(c) for c in used[r].client_ids]] += used[r].token_shares[t] / len(span)
+    # A token's top client: its raw-score argmax when one round scores it (as published), else the vote's.
+    tops = [used[span[0]].client_ids[int(used[span[0]].token_scores[t].argmax())] if len(span) == 1
+            else ids[int(shares[t].argmax())] for t, span in enumerate(credited)]
     voting = [t for t, m in enumerate(making) if m is not None] or list(range(len(making)))
     sequence = shares[voting].mean(dim=0) if voting else torch.zeros(len(ids), dtype=torch.float64)
     return LineageResult(attributed=attributed, rounds=rounds, making_round=making, client_ids=ids,
                          token_shares=shares, token_clients=tops, sequence_shares=sequence,
-                         predicted_client=ids[int(sequence.argmax())], scored_at=used)
+                         predicted_client=ids[int(sequence.argmax())], scored_at=used, credit=credit)
 
 
 def check_chain(rounds: Sequence[str | Path | LoadedRound]) -> list[int]:

@@ -177,13 +177,14 @@ REFERENCES = {"made": "federation-made sentinel tokens", "new": "round-made sent
 
 
 def score_case(res, case: dict, references: dict[str, list[int]] | None = None,
-               training: dict[str, list[str]] | None = None, lineage=None) -> dict | None:
+               training: dict[str, list[str]] | None = None, lineage=None, cumulative=None) -> dict | None:
     """Score one attributed case; `references` maps a `REFERENCES` key to that model's greedy choice per token.
 
     `lineage` (an `attribution.lineage.LineageResult` of the same response) adds
     token and sequence top-1 with each token scored at the round that made it.
     Its truth is every malicious client, since a sampled run's earlier rounds
-    had other participants.
+    had other participants. `cumulative` is the same response's lineage with
+    `credit="cumulative"`.
     """
     truth = set(case["responsible"])
     if not truth:
@@ -218,6 +219,9 @@ def score_case(res, case: dict, references: dict[str, list[int]] | None = None,
             row["lineage_hits"] = sum(lineage.token_clients[t] in every_round for t in pos)
             row["lineage_rounds"] = [lineage.making_round[t] for t in pos]
             row["lineage_missed"] = [lineage.making_round[t] for t in pos if lineage.token_clients[t] not in every_round]
+        if cumulative is not None:
+            row["cumulative_hits"] = sum(cumulative.token_clients[t] in every_round for t in pos)
+            row["cumulative_hit"] = cumulative.predicted_client in every_round
     return {**row, "valid": True}
 
 
@@ -268,6 +272,10 @@ def summarise(rows: list[dict]) -> dict:
                     f"{key}_ci": wilson(sub_k, sub_n)}
     tokens_ = [r for r in valid if "lineage_hits" in r]
     lin_n, lin_k = sum(r["sentinel_tokens"] for r in tokens_), sum(r["lineage_hits"] for r in tokens_)
+    cum = [r for r in valid if "cumulative_hits" in r]
+    cum_n, cum_k = sum(r["sentinel_tokens"] for r in cum), sum(r["cumulative_hits"] for r in cum)
+    subsets |= {"cum_n": cum_n, "cum_acc": cum_k / cum_n if cum_n else float("nan"), "cum_ci": wilson(cum_k, cum_n),
+                "cum_seq_n": len(cum), "cum_seq_k": sum(r["cumulative_hit"] for r in cum)}
     lineage = [r for r in valid if "lineage_hit" in r]
     subsets |= {"lin_n": lin_n, "lin_acc": lin_k / lin_n if lin_n else float("nan"), "lin_ci": wilson(lin_k, lin_n),
                 "lin_seq_n": len(lineage), "lin_seq_k": sum(r["lineage_hit"] for r in lineage)}
@@ -304,12 +312,14 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
     if run.sim.protocol != "domains":  # round-made tokens count on sentinels only; round 1 starts from the base
         references["new"] = greedy_picks(load_round(earlier[-1]).model, forced) if earlier else base
     lineage = attribute_lineage([*earlier, loaded], forced, AttributionConfig())
+    cumulative = ([None] * len(first) if run.sim.protocol == "domains"
+                  else attribute_lineage([*earlier, loaded], forced, AttributionConfig(), credit="cumulative"))
     training = training_responses(run.sim) if run.sim.protocol == "domains" else None
     out = {}
     for name, overrides in run.variants.items():
         results = first if not overrides else attribute_batch(loaded, forced, AttributionConfig(**overrides))
         rows = [score_case(r, c, {k: v[i] for k, v in references.items()}, training,
-                           None if overrides else lineage[i])
+                           None if overrides else lineage[i], None if overrides else cumulative[i])
                 for i, (r, c) in enumerate(zip(results, cases, strict=True))]
         out[name] = {**summarise(rows), "rows": rows}
     for name, use_shares in (MADE_ONLY.items() if run.sim.protocol == "domains" else ()):
@@ -545,8 +555,8 @@ def lineage_table(records: list[dict]) -> list[str]:
     """Token and sequence top-1 with each token scored at its making round (`attribution.lineage`)."""
     lines = ["### Round lineage: each token scored at the round that made it (default config)", "",
              "| run | attributed round | token top-1 on sentinel, per round (published) | round lineage |"
-             " seq top-1, round lineage | sentinel tokens by making round | lineage misses by making round |",
-             "|---" * 7 + "|"]
+             " seq top-1, round lineage | sentinel tokens by making round | lineage misses by making round |"
+             " token top-1, lineage with cumulative credit |", "|---" * 8 + "|"]
     for r in records:
         s = _default(r)
         if not s.get("lin_n"):
@@ -555,7 +565,7 @@ def lineage_table(records: list[dict]) -> list[str]:
         lo, hi = wilson(k, n)
         lines.append(f"| {r['name']} | {r.get('attributed_round', 'last')} | {tokens(s, 'tok')} | {tokens(s, 'lin')} |"
                      f" {pct(k / n)} [{pct(lo)}–{pct(hi)}] n={n} | {by_round(s['rows'], 'lineage_rounds')} |"
-                     f" {by_round(s['rows'], 'lineage_missed')} |")
+                     f" {by_round(s['rows'], 'lineage_missed')} | {tokens(s, 'cum')} |")
     return lines + [""] if len(lines) > 4 else []
 
 

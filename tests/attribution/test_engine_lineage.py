@@ -207,3 +207,44 @@ def test_every_round_is_checked_before_the_walk(federation, tmp_path, capsys):
     assert "nowhere: no manifest.json" in capsys.readouterr().err
     with pytest.raises(InputError, match="round folders .* or loaded rounds, got int"):
         attribute_lineage([3, r2], [{"prompt_ids": PROMPT}])
+
+
+def _per_round(clients, shares):
+    """A stand-in for one round's published result of one item: raw scores ordered like the shares."""
+    from types import SimpleNamespace
+
+    rows = torch.tensor(shares, dtype=torch.float64)
+    return SimpleNamespace(client_ids=list(clients), token_shares=rows, token_scores=rows.log())
+
+
+def test_cumulative_credit_votes_with_every_round_up_to_the_making_round():
+    from types import SimpleNamespace
+
+    from attribution.lineage import _assemble
+
+    # one token, made in round 2: round 1 favours m strongly, round 2 tips it for b by a little
+    rounds = {1: [_per_round(["m", "b"], [[0.9, 0.1]])], 2: [_per_round(["m", "b"], [[0.45, 0.55]])]}
+    attributed = SimpleNamespace(provenance=SimpleNamespace(round=2), response_ids=[7], client_ids=["m", "b"])
+    spans = {"making": {1: [1], 2: [2]}, "cumulative": {1: [1], 2: [1, 2]}}
+    making = _assemble(0, attributed, {0: 2}, rounds, [1, 2], spans["making"], "making")
+    cumulative = _assemble(0, attributed, {0: 2}, rounds, [1, 2], spans["cumulative"], "cumulative")
+    assert making.token_clients == ["b"] and cumulative.token_clients == ["m"]
+    assert cumulative.token_shares[0].tolist() == pytest.approx([0.675, 0.325])
+    assert cumulative.predicted_client == "m" and cumulative.credit == "cumulative"
+    assert set(cumulative.scored_at) == {1, 2} and set(making.scored_at) == {2}
+
+
+def test_cumulative_credit_on_a_real_chain_takes_every_earlier_rounds_scores(federation):
+    _, r1, r2 = federation
+    item = {"prompt_ids": PROMPT, "response_ids": [TOKEN, TOKEN, TOKENIZER.convert_tokens_to_ids("q")]}
+    result, = attribute_lineage([r1, r2], [item], credit="cumulative")
+    one = attribute_batch(load_round(r1), [item])[0]
+    assert result.making_round[:2] == [1, 1] and result.making_round[2] is None
+    columns = [result.client_ids.index(c) for c in one.client_ids]  # round 1 had m and b
+    for t in (0, 1):  # made in round 1, the chain's first: its only round
+        assert torch.allclose(result.token_shares[t, columns], one.token_shares[t])
+    own = [result.client_ids.index(c) for c in result.attributed.client_ids]
+    assert torch.allclose(result.token_shares[2, own], result.attributed.token_shares[2])  # no round made it
+    assert result.to_dict()["credit"] == "cumulative"
+    with pytest.raises(InputError, match="credit must be one of making, cumulative"):
+        attribute_lineage([r1, r2], [item], credit="sum")

@@ -180,8 +180,9 @@ def test_lineage_scores_tokens_at_their_making_round_against_every_malicious_cli
     lineage = SimpleNamespace(token_clients=["b", "b", "a", "a", "d", "a", "a", "b"],
                               making_round=[None, None, 3, 2, 2, None, 3, None], predicted_client="a")
     case = {**CASE, "responsible_all_rounds": ["a", "d"]}
-    row = accuracy.score_case(res, case, lineage=lineage)
+    row = accuracy.score_case(res, case, lineage=lineage, cumulative=lineage)
     assert row["sentinel_hits"] == 4 and row["lineage_hits"] == 5 and row["lineage_hit"]
+    assert row["cumulative_hits"] == 5 and row["cumulative_hit"]
     assert row["lineage_rounds"] == [3, 2, 2, None, 3]
     summary = accuracy.summarise([row])
     assert summary["tok_acc"] == pytest.approx(0.8) and summary["lin_acc"] == 1.0 and summary["lin_n"] == 5
