@@ -172,6 +172,9 @@ def test_cli_prints_the_making_round_of_each_token(federation, capsys):
                  "--max-new-tokens", str(STEPS)]) == 0
     table = capsys.readouterr().out
     assert "round 1" in table and "predicted client: m" in table
+    assert main(["lineage", str(r1), str(r2), "--prompt", "hello there", "--raw", "--response", text,
+                 "--no-progress", "--json", "--credit", "cumulative"]) == 0
+    assert json.loads(capsys.readouterr().out)["credit"] == "cumulative"
 
 
 def test_cli_names_rounds_out_of_order(federation, capsys):
