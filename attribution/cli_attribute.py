@@ -76,17 +76,27 @@ def config_from_args(args: argparse.Namespace) -> AttributionConfig:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from . import attribute
-
+def _start(args: argparse.Namespace) -> AttributionConfig:
+    """The run's config, after the cheap checks that should fail before any model load."""
     config = config_from_args(args)
     _check_device(config.device)
     _check_texts(args)
     _quiet_transformers()
+    return config
+
+
+def _load(args: argparse.Namespace, round_dir: str, config: AttributionConfig):
+    return load_round(round_dir, device=config.device, dtype=config.torch_dtype, config=config,
+                      verify=not args.no_verify)
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import attribute
+
+    config = _start(args)
     with Progress(enabled=not args.no_progress) as progress:
         progress.stage("loading round")
-        loaded = load_round(args.round_dir, device=config.device, dtype=config.torch_dtype, config=config,
-                            verify=not args.no_verify)
+        loaded = _load(args, args.round_dir, config)
         progress.stage("attributing")
         result = attribute(loaded, prompt=args.prompt, response=args.response, max_new_tokens=args.max_new_tokens,
                            chat_template=not args.raw, config=config, progress=progress)
@@ -95,21 +105,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_lineage(args: argparse.Namespace) -> int:
-    from . import encode_prompt, encode_response
     from .lineage import attribute_lineage
 
-    config = config_from_args(args)
-    _check_device(config.device)
-    _check_texts(args)
-    _quiet_transformers()
+    config = _start(args)
     with Progress(enabled=not args.no_progress) as progress:
         progress.stage(f"loading {args.round_dirs[-1]}")
-        loaded = load_round(args.round_dirs[-1], device=config.device, dtype=config.torch_dtype, config=config,
-                            verify=not args.no_verify)
-        item = {"prompt_ids": encode_prompt(loaded, args.prompt, chat_template=not args.raw),
-                "max_new_tokens": args.max_new_tokens}
-        if args.response is not None:
-            item = {"prompt_ids": item["prompt_ids"], "response_ids": encode_response(loaded, args.response)}
+        loaded = _load(args, args.round_dirs[-1], config)
+        item = {"prompt": args.prompt, "response": args.response, "max_new_tokens": args.max_new_tokens,
+                "chat_template": not args.raw}
         progress.stage(f"walking back through {len(args.round_dirs)} rounds")
         result, = attribute_lineage([*args.round_dirs[:-1], loaded], [item], config, device=config.device,
                                     dtype=config.torch_dtype, verify=not args.no_verify, progress=progress,

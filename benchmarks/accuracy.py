@@ -260,6 +260,15 @@ def misses_table(records: list[dict]) -> list[str]:
     return lines + [""] if len(lines) > 4 else []
 
 
+def _lineage_summary(valid: list[dict], key: str, field: str) -> dict:
+    """Token top-1 (`<field>_hits` over sentinel tokens) and sequence top-1 (`<field>_hit`) of one lineage."""
+    scored = [r for r in valid if f"{field}_hits" in r]
+    n, k = sum(r["sentinel_tokens"] for r in scored), sum(r[f"{field}_hits"] for r in scored)
+    seq = [r for r in valid if f"{field}_hit" in r]
+    return {f"{key}_n": n, f"{key}_acc": k / n if n else float("nan"), f"{key}_ci": wilson(k, n),
+            f"{key}_seq_n": len(seq), f"{key}_seq_k": sum(r[f"{field}_hit"] for r in seq)}
+
+
 def summarise(rows: list[dict]) -> dict:
     valid = [r for r in rows if r and r["valid"]]
     n, k = len(valid), sum(r["hit"] for r in valid)
@@ -270,15 +279,7 @@ def summarise(rows: list[dict]) -> dict:
         sub_n, sub_k = sum(r.get(f"{key}_tokens", 0) for r in valid), sum(r.get(f"{key}_hits", 0) for r in valid)
         subsets |= {f"{key}_n": sub_n, f"{key}_acc": sub_k / sub_n if sub_n else float("nan"),
                     f"{key}_ci": wilson(sub_k, sub_n)}
-    tokens_ = [r for r in valid if "lineage_hits" in r]
-    lin_n, lin_k = sum(r["sentinel_tokens"] for r in tokens_), sum(r["lineage_hits"] for r in tokens_)
-    cum = [r for r in valid if "cumulative_hits" in r]
-    cum_n, cum_k = sum(r["sentinel_tokens"] for r in cum), sum(r["cumulative_hits"] for r in cum)
-    subsets |= {"cum_n": cum_n, "cum_acc": cum_k / cum_n if cum_n else float("nan"), "cum_ci": wilson(cum_k, cum_n),
-                "cum_seq_n": len(cum), "cum_seq_k": sum(r["cumulative_hit"] for r in cum)}
-    lineage = [r for r in valid if "lineage_hit" in r]
-    subsets |= {"lin_n": lin_n, "lin_acc": lin_k / lin_n if lin_n else float("nan"), "lin_ci": wilson(lin_k, lin_n),
-                "lin_seq_n": len(lineage), "lin_seq_k": sum(r["lineage_hit"] for r in lineage)}
+    subsets |= _lineage_summary(valid, "lin", "lineage") | _lineage_summary(valid, "cum", "cumulative")
     own = [r for r in valid if r.get("format_domain") is not None and r["format_domain"] == r.get("domain")]
     return {"n": n, "excluded": len(rows) - n, "acc": k / n if n else float("nan"), "ci": wilson(k, n),
             "chance": sum(len(r["truth"]) / r["K"] for r in valid) / n if n else float("nan"),

@@ -100,6 +100,16 @@ def read_manifest(folder: Path) -> dict:
 
 
 @pytest.fixture
+def fresh_round_cache():
+    """The worker's round cache emptied before and after the test (each test registers its own rounds)."""
+    from audits import engine
+
+    engine.round_cache().clear()
+    yield
+    engine.round_cache().clear()
+
+
+@pytest.fixture
 def federation(db):
     fed = FederationFactory(slug="fed-a", name="Federation A")
     for cid in CLIENTS:

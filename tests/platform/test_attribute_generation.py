@@ -11,14 +11,7 @@ from registry.services import round_register_from_folder
 
 from attribution import attribute, load_round
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    engine.round_cache().clear()
-    yield
-    engine.round_cache().clear()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_round_cache")]
 
 
 @pytest.fixture

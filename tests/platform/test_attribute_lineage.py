@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from audits import engine
 from audits.models import AttributionRun, Generation
 from audits.services import Submission, generation_attribute, generation_submit, generations_attribute
 from registry.services import round_register_from_folder
 
 from attribution.lineage import attribute_lineage
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    engine.round_cache().clear()
-    yield
-    engine.round_cache().clear()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_round_cache")]
 
 
 @pytest.fixture
