@@ -117,18 +117,60 @@ def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequenc
     `credit="cumulative"` votes each made token with the mean of its share rows over every
     round of the chain up to its making round, not the making round's alone (see CREDITS).
     """
-    from . import attribute_batch
+    return attribute_lineage_credits(rounds, items, config, device=device, dtype=dtype, verify=verify,
+                                     progress=progress, credit_modes=(credit,))[credit]
 
+
+def attribute_lineage_credits(rounds: Sequence[str | Path | LoadedRound], items: Sequence[dict],
+                              config: AttributionConfig | None = None, *, device: str = "cpu",
+                              dtype: torch.dtype = torch.float32, verify: bool = True,
+                              progress=None, credit_modes: Sequence[str] = CREDITS) -> dict[str, list[LineageResult]]:
+    """`attribute_lineage` under each of `credit_modes`, from one walk back through the chain.
+
+    The walk (teacher-forced passes, making rounds, their attribution passes) does not depend
+    on the credit; only the rounds whose scores a token's vote takes do.
+    """
     if isinstance(rounds, str | Path) or not isinstance(rounds, Sequence) or not rounds:
         raise InputError("rounds must be a non-empty list of round folders, oldest first, the attributed one last")
-    if credit not in CREDITS:
-        raise InputError(f"credit must be one of {', '.join(CREDITS)}, got {credit!r}")
+    if isinstance(credit_modes, str) or not credit_modes:
+        raise InputError(f"credit_modes must be a non-empty list of {', '.join(CREDITS)}, got {credit_modes!r}")
+    for credit in credit_modes:
+        if credit not in CREDITS:
+            raise InputError(f"credit must be one of {', '.join(CREDITS)}, got {credit!r}")
     chain = check_chain(rounds)  # every folder, before any is loaded: the walk may stop early
 
     def load(entry) -> LoadedRound:
         if isinstance(entry, LoadedRound):
             return entry
         return load_round(entry, device=device, dtype=dtype, config=config, verify=verify)
+
+    walk = _walk(rounds, chain, items, config, load, device, dtype, progress)
+    if "cumulative" in credit_modes:  # every round up to the latest making round, for every item
+        latest = max((m for item in walk.made for m in item.values() if m is not None), default=None)
+        forced = [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in walk.attributed]
+        for entry, number in zip(rounds, chain, strict=True):
+            if latest is not None and number <= latest and not _complete(walk.scored_at.get(number)):
+                walk.scored_at[number] = _score(load(entry), forced, [{0}] * len(forced), walk.config, progress)
+    out = {}
+    for credit in dict.fromkeys(credit_modes):
+        spans = {m: [r for r in chain if r <= m] if credit == "cumulative" else [m] for m in chain}
+        out[credit] = [_assemble(i, result, walk.made[i], walk.scored_at, walk.walked[::-1], spans, credit)
+                       for i, result in enumerate(walk.attributed)]
+    return out
+
+
+@dataclass
+class _Walk:
+    config: AttributionConfig
+    attributed: list[AttributionResult]  # per item, on the attributed round
+    made: list[dict[int, int | None]]  # per item, token -> making round (None: no round)
+    scored_at: dict[int, list]  # round number -> per item, its published result there (None: not needed)
+    walked: list[int]  # round numbers walked back through, newest first
+
+
+def _walk(rounds, chain: list[int], items, config, load, device, dtype, progress) -> _Walk:
+    """Fix the responses on the last round, then walk back until every token's making round is known."""
+    from . import attribute_batch
 
     current = load(rounds[-1])
     config = config or current.config
@@ -160,14 +202,7 @@ def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequenc
         current = earlier
         if progress is not None:
             progress("rounds walked back", 1, len(rounds))
-    if credit == "cumulative":  # every round up to the latest making round, for every item
-        latest = max((m for item in made for m in item.values() if m is not None), default=None)
-        for entry, number in zip(rounds, chain, strict=True):
-            if latest is not None and number <= latest and not _complete(scored_at.get(number)):
-                scored_at[number] = _score(load(entry), forced, [{0}] * len(forced), config, progress)
-    spans = {m: [r for r in chain if r <= m] if credit == "cumulative" else [m] for m in chain}
-    return [_assemble(i, attributed[i], made[i], scored_at, walked[::-1], spans, credit)
-            for i in range(len(attributed))]
+    return _Walk(config=config, attributed=attributed, made=made, scored_at=scored_at, walked=walked)
 
 
 def _complete(results: list | None) -> bool:

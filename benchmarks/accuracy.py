@@ -297,7 +297,7 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
                   earlier: list[Path] = ()) -> dict[str, dict]:
     """Attribute every case of `round_dir`; `earlier` are the rounds before it, oldest first."""
     from attribution import AttributionConfig, attribute_batch, load_round
-    from attribution.lineage import attribute_lineage, greedy_picks
+    from attribution.lineage import CREDITS, attribute_lineage_credits, greedy_picks
     from attribution.shipped import load_model
 
     loaded = load_round(round_dir)
@@ -305,16 +305,18 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
     cases = [c for c in cases if c["responsible"]]
     if not cases:
         return {v: summarise([]) for v in run.variants}
-    first = attribute_batch(loaded, [{"prompt_ids": c["prompt_ids"], "max_new_tokens": max_new_tokens}
-                                     for c in cases], AttributionConfig())
+    # One walk back through the chain scores both lineage credits; its attributed results are the
+    # published per-round ones on `round_dir` (the responses are generated there).
+    lineages = attribute_lineage_credits([*earlier, loaded], [{"prompt_ids": c["prompt_ids"],
+                                         "max_new_tokens": max_new_tokens} for c in cases],
+                                         AttributionConfig(), credit_modes=CREDITS)
+    lineage, cumulative = lineages["making"], lineages["cumulative"]
+    first = [lin.attributed for lin in lineage]
     forced = [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in first]
     base = greedy_picks(load_model(loaded.info.base_model_dir), forced)
     references = {"made": base}
     if run.sim.protocol != "domains":  # round-made tokens count on sentinels only; round 1 starts from the base
         references["new"] = greedy_picks(load_round(earlier[-1]).model, forced) if earlier else base
-    lineage = attribute_lineage([*earlier, loaded], forced, AttributionConfig())
-    cumulative = ([None] * len(first) if run.sim.protocol == "domains"
-                  else attribute_lineage([*earlier, loaded], forced, AttributionConfig(), credit="cumulative"))
     training = training_responses(run.sim) if run.sim.protocol == "domains" else None
     out = {}
     for name, overrides in run.variants.items():
@@ -326,16 +328,19 @@ def attribute_run(run: Run, sim, round_dir: Path, max_new_tokens: int,
     for name, use_shares in (MADE_ONLY.items() if run.sim.protocol == "domains" else ()):
         rows = [score_made_only(r, c, b, use_shares, training) for r, c, b in zip(first, cases, base, strict=True)]
         out[name] = {**summarise(rows), "rows": rows}
-    for name, every_token in (LINEAGE_VARIANTS.items() if run.sim.protocol == "domains" else ()):
+    for name, (credit, every_token) in (LINEAGE_VARIANTS.items() if run.sim.protocol == "domains" else ()):
         rows = [lineage_row(x, lin, every_token, c) for x, lin, c in
-                zip(_default({"variants": out})["rows"], lineage, cases, strict=True)]
+                zip(_default({"variants": out})["rows"], lineages[credit], cases, strict=True)]
         out[name] = {**summarise(rows), "rows": rows}
     return out
 
 
 # Domains runs show the round lineage's sequence verdict as variants (backdoor runs have
-# `lineage_table`): the engine's, where only tokens some round made vote, and every token voting.
-LINEAGE_VARIANTS = {"round lineage (share votes of made tokens)": False, "round lineage (every token votes)": True}
+# `lineage_table`): (credit, every token votes). The engine's verdict lets only the tokens some
+# round made vote; "every token votes" lets the base model's tokens vote too.
+LINEAGE_VARIANTS = {"round lineage (share votes of made tokens)": ("making", False),
+                    "round lineage (every token votes)": ("making", True),
+                    "round lineage, cumulative credit (share votes of made tokens)": ("cumulative", False)}
 
 
 def lineage_row(row: dict | None, lineage, every_token: bool, case: dict) -> dict | None:
@@ -557,17 +562,24 @@ def lineage_table(records: list[dict]) -> list[str]:
     lines = ["### Round lineage: each token scored at the round that made it (default config)", "",
              "| run | attributed round | token top-1 on sentinel, per round (published) | round lineage |"
              " seq top-1, round lineage | sentinel tokens by making round | lineage misses by making round |"
-             " token top-1, lineage with cumulative credit |", "|---" * 8 + "|"]
+             " token top-1, lineage with cumulative credit | seq top-1, cumulative credit |", "|---" * 9 + "|"]
     for r in records:
         s = _default(r)
         if not s.get("lin_n"):
             continue
-        k, n = s["lin_seq_k"], s["lin_seq_n"]
-        lo, hi = wilson(k, n)
         lines.append(f"| {r['name']} | {r.get('attributed_round', 'last')} | {tokens(s, 'tok')} | {tokens(s, 'lin')} |"
-                     f" {pct(k / n)} [{pct(lo)}–{pct(hi)}] n={n} | {by_round(s['rows'], 'lineage_rounds')} |"
-                     f" {by_round(s['rows'], 'lineage_missed')} | {tokens(s, 'cum')} |")
+                     f" {_sequence(s, 'lin')} | {by_round(s['rows'], 'lineage_rounds')} |"
+                     f" {by_round(s['rows'], 'lineage_missed')} | {tokens(s, 'cum')} | {_sequence(s, 'cum')} |")
     return lines + [""] if len(lines) > 4 else []
+
+
+def _sequence(s: dict, key: str) -> str:
+    """Sequence top-1 of one lineage credit (`key` as in `_lineage_summary`), with its interval."""
+    k, n = s.get(f"{key}_seq_k", 0), s.get(f"{key}_seq_n", 0)
+    if not n:
+        return "n/a"
+    lo, hi = wilson(k, n)
+    return f"{pct(k / n)} [{pct(lo)}–{pct(hi)}] n={n}"
 
 
 def by_round(rows: list[dict], key: str) -> str:

@@ -19,7 +19,7 @@ import torch
 from attribution import AttributionConfig, attribute_batch, load_round
 from attribution.cli import main
 from attribution.errors import InputError, MissingFileError
-from attribution.lineage import attribute_lineage, greedy_picks
+from attribution.lineage import attribute_lineage, attribute_lineage_credits, greedy_picks
 from attribution.snapshot import tracked_module_names, write_round
 from attribution.snapshot_types import ClientUpdate
 from attribution.tiny import byte_tokenizer
@@ -251,3 +251,31 @@ def test_cumulative_credit_on_a_real_chain_takes_every_earlier_rounds_scores(fed
     assert result.to_dict()["credit"] == "cumulative"
     with pytest.raises(InputError, match="credit must be one of making, cumulative"):
         attribute_lineage([r1, r2], [item], credit="sum")
+
+
+def test_one_walk_under_both_credits_equals_a_walk_for_each(federation, monkeypatch):
+    from attribution import lineage as lineage_module
+
+    _, r1, r2 = federation
+    item = {"prompt_ids": PROMPT, "response_ids": [TOKEN, TOKEN, TOKENIZER.convert_tokens_to_ids("q")]}
+    walks = []
+    real_walk = lineage_module._walk
+    monkeypatch.setattr(lineage_module, "_walk", lambda *a, **k: walks.append(1) or real_walk(*a, **k))
+    both = attribute_lineage_credits([r1, r2], [item])
+    assert len(walks) == 1 and set(both) == {"making", "cumulative"}
+    for credit in ("making", "cumulative"):
+        alone, = attribute_lineage([r1, r2], [item], credit=credit)
+        ours, = both[credit]
+        assert ours.credit == credit and ours.making_round == alone.making_round
+        assert ours.token_clients == alone.token_clients and ours.client_ids == alone.client_ids
+        assert torch.allclose(ours.token_shares, alone.token_shares)
+        assert ours.predicted_client == alone.predicted_client
+
+
+@pytest.mark.parametrize("credit_modes, message", [("making", "credit_modes must be a non-empty list"),
+                                              ((), "credit_modes must be a non-empty list"),
+                                              (("making", "sum"), "credit must be one of making, cumulative, got 'sum'")])
+def test_bad_credits_are_refused_before_any_round_is_loaded(federation, credit_modes, message):
+    _, r1, r2 = federation
+    with pytest.raises(InputError, match=message):
+        attribute_lineage_credits([r1, r2], [{"prompt_ids": PROMPT}], credit_modes=credit_modes)
