@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from .config import AGGREGATIONS, DTYPES, TARGETS, AttributionConfig
 from .errors import ConfigError, InputError
+from .lineage import CREDITS, DEFAULT_CREDIT
 from .loaded import load_round
 
 
@@ -43,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(see attribution.lineage).")
     lineage.add_argument("round_dirs", nargs="+", metavar="ROUND_DIR", help="protoken-round/1 folders, oldest first")
     _add_item_args(lineage)
-    lineage.add_argument("--credit", choices=("making", "cumulative"), default="making",
-                         help="a made token votes with its making round's shares (default), or with their mean "
-                         "over every round up to it")
+    lineage.add_argument("--credit", choices=CREDITS, default=DEFAULT_CREDIT,
+                         help="a made token votes with its making round's shares (making), or with their mean "
+                         "over every round up to it (cumulative); default: %(default)s")
     lineage.set_defaults(func=run_lineage)
 
 

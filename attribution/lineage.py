@@ -66,6 +66,7 @@ LINEAGE_FORMAT = "protoken-lineage/1"
 # malicious clients from round 1 and tipped into the argmax in round 2 by a benign client's
 # drift is credited to the benign client by "making", to the malicious ones by "cumulative".
 CREDITS = ("making", "cumulative")
+DEFAULT_CREDIT = "making"
 
 
 @dataclass
@@ -111,7 +112,7 @@ class LineageResult:
 def attribute_lineage(rounds: Sequence[str | Path | LoadedRound], items: Sequence[dict],
                       config: AttributionConfig | None = None, *, device: str = "cpu",
                       dtype: torch.dtype = torch.float32, verify: bool = True,
-                      progress=None, credit: str = "making") -> list[LineageResult]:
+                      progress=None, credit: str = DEFAULT_CREDIT) -> list[LineageResult]:
     """Attribute `items` (as `attribute_batch` takes them) on the last of `rounds`, each token at its making round.
 
     `credit="cumulative"` votes each made token with the mean of its share rows over every

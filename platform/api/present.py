@@ -35,6 +35,7 @@ def generation_out(generation: Generation, *, with_attribution: bool) -> dict:
             for name in (
                 "source", "status", "prompt", "response", "failure_code", "failure_reason", "attempts",
                 "external_ref", "created_at", "started_at", "finished_at", "engine_ms", "lineage",
+                "lineage_credit",
             )
         },
         "attribution": None,

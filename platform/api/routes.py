@@ -137,6 +137,7 @@ def _submission(item: GenerationIn) -> Submission:
         chat_template=item.chat_template,
         external_ref=item.external_ref,
         lineage=item.lineage,
+        lineage_credit=item.lineage_credit,
     )
 
 

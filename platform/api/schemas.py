@@ -77,6 +77,9 @@ class GenerationIn(Schema):
     external_ref: str = Field("", max_length=200)
     lineage: bool = Field(False, description="also score each token with the clients of the round that made it, "
                           "walking back through the federation's earlier rounds")
+    lineage_credit: Literal["making", "cumulative"] | None = Field(
+        None, description="with lineage: a made token votes with its making round's shares (making), or with their "
+        "mean over every round up to it (cumulative); the platform's default when absent")
 
 
 class BatchIn(Schema):
@@ -117,6 +120,8 @@ class LineageOut(Schema):
     """The round lineage of a response (`attribution.lineage`): each token scored at the round that made it."""
 
     format: str
+    credit: str = Field(description="making: a made token votes with its making round's shares; cumulative: "
+                        "with their mean over every round up to its making round")
     rounds: list[int] = Field(description="round numbers walked back through, oldest first")
     making_round: list[int | None] = Field(description="per token; null: no round made it (the base model "
                                            "picks it, or the attributed model would not): attributed round's scores")
@@ -159,6 +164,7 @@ class GenerationOut(Schema):
     finished_at: datetime | None
     engine_ms: int | None
     lineage: bool = False
+    lineage_credit: str = ""
     attribution: AttributionOut | None = None
 
 

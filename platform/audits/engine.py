@@ -125,7 +125,7 @@ def run_engine_batch(loaded, *, items: list[dict], config) -> list:
     return attribute_batch(loaded, items, config)
 
 
-def run_engine_lineage(loaded, round_: Round, *, items: list[dict], config) -> list:
+def run_engine_lineage(loaded, round_: Round, *, items: list[dict], config, credit: str) -> list:
     """`attribution.lineage.attribute_lineage` over the federation's registered rounds up to `round_`.
 
     The attributed round comes from the cache; earlier rounds are handed over as
@@ -137,4 +137,5 @@ def run_engine_lineage(loaded, round_: Round, *, items: list[dict], config) -> l
 
     earlier = Round.objects.filter(federation_id=round_.federation_id, number__lt=round_.number).order_by("number")
     folders = [local_folder(prefix=r.artifact_path, names=r.files) for r in earlier]
-    return attribute_lineage([*folders, loaded], items, config, device=config.device, dtype=DTYPES[config.dtype])
+    return attribute_lineage([*folders, loaded], items, config, device=config.device, dtype=DTYPES[config.dtype],
+                             credit=credit)

@@ -38,6 +38,10 @@ class Generation(models.Model):
         GENERATED = "generated"  # the platform generated the response with the round's model
         SUBMITTED = "submitted"  # prompt + response produced elsewhere, submitted for audit
 
+    class LineageCredit(models.TextChoices):  # attribution.lineage.CREDITS
+        MAKING = "making"  # a made token votes with its making round's shares
+        CUMULATIVE = "cumulative"  # with their mean over every round up to its making round
+
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
@@ -52,6 +56,7 @@ class Generation(models.Model):
     max_new_tokens = models.PositiveSmallIntegerField(default=32)
     chat_template = models.BooleanField(default=True)
     lineage = models.BooleanField(default=False)  # also score each token at the round that made it
+    lineage_credit = models.CharField(max_length=16, choices=LineageCredit.choices, blank=True)  # "" without lineage
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     failure_code = models.CharField(max_length=64, blank=True)
     failure_reason = models.TextField(blank=True)

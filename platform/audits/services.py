@@ -42,6 +42,8 @@ MAX_PROMPT_CHARS = 20_000
 MAX_RESPONSE_CHARS = 20_000
 MAX_NEW_TOKENS = 512
 MAX_BATCH = 256
+# attribution.lineage.DEFAULT_CREDIT; the platform does not import the engine outside the worker.
+DEFAULT_LINEAGE_CREDIT = "making"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Submission:
     chat_template: bool = True
     external_ref: str = ""
     lineage: bool = False  # also score each token at the round that made it (attribution.lineage)
+    lineage_credit: str | None = None  # how a made token votes; DEFAULT_LINEAGE_CREDIT when a lineage is asked for
 
     def __post_init__(self) -> None:
         if not self.prompt or not self.prompt.strip():
@@ -71,6 +74,17 @@ class Submission:
             raise InvalidInput(
                 "invalid_max_new_tokens", f"max_new_tokens must be in 1..{MAX_NEW_TOKENS}", field="max_new_tokens"
             )
+        if self.lineage_credit is not None and not self.lineage:
+            raise InvalidInput("invalid_lineage_credit", "lineage_credit needs lineage: true", field="lineage_credit")
+        if self.lineage_credit is not None and self.lineage_credit not in Generation.LineageCredit.values:
+            raise InvalidInput("invalid_lineage_credit", f"lineage_credit must be one of "
+                               f"{', '.join(Generation.LineageCredit.values)}, got {self.lineage_credit!r}",
+                               field="lineage_credit")
+
+    @property
+    def credit(self) -> str:
+        """The lineage credit stored on the generation: "" without a lineage."""
+        return (self.lineage_credit or DEFAULT_LINEAGE_CREDIT) if self.lineage else ""
 
 
 class TransientEngineError(RuntimeError):
@@ -126,6 +140,7 @@ def _create_generation(federation, submission: Submission, submitted_by, batch_i
         max_new_tokens=submission.max_new_tokens,
         chat_template=submission.chat_template,
         lineage=submission.lineage,
+        lineage_credit=submission.credit,
         batch_id=batch_id,
         submitted_by=submitted_by,
         external_ref=submission.external_ref,
@@ -183,8 +198,9 @@ def _attribute_group(group: list[Generation], settings_: engine.EngineSettings) 
     if len(group) == 1:
         _attribute_one(group[0], settings_)
         return
-    for lineage in (False, True):  # a lineage walks back through earlier rounds: its own engine call
-        part = [g for g in group if g.lineage == lineage]
+    # A lineage walks back through earlier rounds: one engine call per credit, apart from the rest.
+    for key in sorted({(g.lineage, g.lineage_credit) for g in group}):
+        part = [g for g in group if (g.lineage, g.lineage_credit) == key]
         if len(part) == 1:
             _attribute_one(part[0], settings_)
         elif part:
@@ -219,12 +235,13 @@ def _attribute_one(generation: Generation, settings_: engine.EngineSettings) -> 
 
 
 def _run(part: list[Generation], settings_: engine.EngineSettings) -> list[tuple[object, object | None]]:
-    """(published result, lineage or None) per generation of one round, all with the same `lineage` flag."""
+    """(published result, lineage or None) per generation of one round, all with the same lineage and credit."""
     config = settings_.config
     loaded = engine.loaded_round(part[0].round, config)
     items = [_engine_item(g) for g in part]
     if part[0].lineage:
-        lineages = engine.run_engine_lineage(loaded, part[0].round, items=items, config=config)
+        lineages = engine.run_engine_lineage(loaded, part[0].round, items=items, config=config,
+                                             credit=part[0].lineage_credit or DEFAULT_LINEAGE_CREDIT)
         return [(lineage.attributed, lineage) for lineage in lineages]
     if len(part) == 1:
         return [(engine.run_engine(loaded, config=config, **items[0]), None)]

@@ -184,6 +184,7 @@ def _lineage_context(document: dict | None, texts: list[str], colours: dict[str,
               for t, made in enumerate(document["making_round"])]
     order = sorted(range(len(ids)), key=lambda k: -document["sequence_shares"][k])
     return {"tokens": tokens, "rounds": document["rounds"], "predicted": document["predicted_client"],
+            "credit": document.get("credit", "making"),
             "clients": [{"client_id": ids[k], "share": document["sequence_shares"][k],
                          "colour": colours.get(ids[k], "#888888")} for k in order]}
 

@@ -109,3 +109,8 @@ def test_it_shows_the_round_lineage_when_the_run_has_one(as_user, users, fed_a):
     assert rows == [("0", "ZE", "round 1", "dave", "70.0%"), ("1", "TA", '<span class="muted">no round</span>', "bob",
                                                               "60.0%")]
     assert "rounds 1, 2" in section and "Predicted by lineage: <strong>dave</strong>" in section
+    assert "Credit: <strong>making</strong>" in section  # a document from before credits were recorded
+    run.lineage["credit"] = "cumulative"
+    run.save(update_fields=["lineage"])
+    section = as_user(users["auditor"]).get(page).content.decode().split('id="lineage"')[1]
+    assert "Credit: <strong>cumulative</strong>" in section and "over every round up to the one that made it" in section

@@ -8,7 +8,7 @@ from audits.models import AttributionRun, Generation
 from audits.services import Submission, generation_attribute, generation_submit, generations_attribute
 from registry.services import round_register_from_folder
 
-from attribution.lineage import attribute_lineage
+from attribution.lineage import CREDITS, DEFAULT_CREDIT, attribute_lineage
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_round_cache")]
 
@@ -44,6 +44,36 @@ def test_it_stores_the_engines_lineage_beside_the_published_rows(federation, fol
     # the per-round rows are the published method's, exactly as without a lineage
     assert run.predicted_client.client_id == expected.attributed.predicted_client
     assert run.num_tokens == len(expected.making_round)
+
+
+def test_a_cumulative_lineage_stores_the_engines_cumulative_credit(federation, folders):
+    generation = generation_attribute(generation_id=_submit(federation, lineage_credit="cumulative").pk)
+    assert generation.status == "done" and generation.lineage_credit == "cumulative"
+    expected, = attribute_lineage(folders, [{"prompt": "The cat", "response": " sat on the mat",
+                                             "chat_template": False}], credit="cumulative")
+    document = AttributionRun.objects.get(generation=generation).lineage
+    assert document["credit"] == "cumulative"
+    assert document["token_clients"] == expected.token_clients
+    assert torch.allclose(torch.tensor(document["token_shares"], dtype=torch.float64), expected.token_shares, atol=1e-9)
+    assert document["predicted_client"] == expected.predicted_client
+
+
+def test_the_credit_defaults_with_a_lineage_and_is_blank_without(federation, folders):
+    from audits.services import DEFAULT_LINEAGE_CREDIT
+
+    assert DEFAULT_LINEAGE_CREDIT == DEFAULT_CREDIT  # the platform's copy of the engine's default
+    assert set(Generation.LineageCredit.values) == set(CREDITS)
+    assert _submit(federation).lineage_credit == DEFAULT_CREDIT
+    assert _submit(federation, lineage=False).lineage_credit == ""
+
+
+def test_a_batch_runs_each_credit_apart(federation, folders):
+    making, cumulative = (_submit(federation, lineage_credit=c) for c in ("making", "cumulative"))
+    again = _submit(federation, lineage_credit="cumulative", prompt="A dog")
+    done = generations_attribute(generation_ids=[making.pk, cumulative.pk, again.pk])
+    assert [g.status for g in done] == ["done"] * 3
+    runs = {r.generation_id: r.lineage for r in AttributionRun.objects.all()}
+    assert [runs[g.pk]["credit"] for g in (making, cumulative, again)] == ["making", "cumulative", "cumulative"]
 
 
 def test_a_batch_keeps_plain_and_lineage_generations_apart(federation, folders):
@@ -88,12 +118,18 @@ def test_the_api_takes_the_flag_and_returns_the_lineage(api, federation, folders
                                      "lineage": True}).json()
     generation_attribute(generation_id=body["id"])
     out = api.get(f"/generations/{body['id']}").json()
-    assert out["lineage"] is True and out["status"] == "done"
+    assert out["lineage"] is True and out["status"] == "done" and out["lineage_credit"] == DEFAULT_CREDIT
     lineage = out["attribution"]["lineage"]
+    assert lineage["credit"] == DEFAULT_CREDIT
     assert lineage["rounds"][-1] == 3 and len(lineage["making_round"]) == len(out["attribution"]["tokens"])
     assert torch.tensor(lineage["sequence_shares"]).sum().item() == pytest.approx(1.0)
     plain = api.post("/generations", {"prompt": "The cat", "response": " sat", "chat_template": False}).json()
     generation_attribute(generation_id=plain["id"])
     out = api.get(f"/generations/{plain['id']}").json()
-    assert out["lineage"] is False and out["attribution"]["lineage"] is None
-    assert Generation.objects.count() == 2
+    assert out["lineage"] is False and out["attribution"]["lineage"] is None and out["lineage_credit"] == ""
+    cumulative = api.post("/generations", {"prompt": "The cat", "response": " sat", "chat_template": False,
+                                           "lineage": True, "lineage_credit": "cumulative"}).json()
+    generation_attribute(generation_id=cumulative["id"])
+    out = api.get(f"/generations/{cumulative['id']}").json()
+    assert out["lineage_credit"] == "cumulative" and out["attribution"]["lineage"]["credit"] == "cumulative"
+    assert Generation.objects.count() == 3

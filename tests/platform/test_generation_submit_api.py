@@ -49,6 +49,7 @@ def test_it_groups_a_batch_into_one_task_per_round(api, rounds, django_capture_o
         ({"prompt": "x", "max_new_tokens": 0}, "max_new_tokens"),
         ({"prompt": "x", "round": -1}, "round"),
         ({"prompt": "x", "lineage": "maybe"}, "lineage"),
+        ({"prompt": "x", "lineage": True, "lineage_credit": "sum"}, "lineage_credit"),
     ],
 )
 def test_it_names_the_invalid_field(api, rounds, body, field):
@@ -56,6 +57,15 @@ def test_it_names_the_invalid_field(api, rounds, body, field):
     assert response.status_code == 422
     assert response.json()["code"] == "invalid"
     assert response.json()["field"] == field
+    assert Generation.objects.count() == 0
+
+
+def test_a_lineage_credit_without_a_lineage_is_refused(api, rounds):
+    response = api.post("/generations", {"prompt": "x", "lineage_credit": "cumulative"})
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_lineage_credit"
+    assert response.json()["field"] == "lineage_credit"
+    assert "needs lineage: true" in response.json()["message"]
     assert Generation.objects.count() == 0
 
 

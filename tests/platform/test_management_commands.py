@@ -8,6 +8,7 @@ from io import StringIO
 import pytest
 from audits import engine
 from audits.models import Generation
+from audits.services import DEFAULT_LINEAGE_CREDIT
 from django.core.management import CommandError, call_command
 from registry.models import Federation, Round
 
@@ -48,7 +49,13 @@ def test_it_attributes_with_a_round_lineage(federation, make_round):
     marks = re.findall(r"->(\w+)@(\w+)", line)
     assert len(marks) == Generation.objects.get().runs.get().num_tokens
     assert all(client in ("alice", "bob", "carol") and made in ("r0", "r1", "none") for client, made in marks)
-    assert "lineage predicted client: " in table
+    assert f"lineage predicted client ({DEFAULT_LINEAGE_CREDIT} credit): " in table
+    cumulative = _call("attribute", "fed-a", "--prompt", "The cat", "--response", " sat", "--no-chat-template",
+                       "--lineage", "--lineage-credit", "cumulative")
+    assert "lineage predicted client (cumulative credit): " in cumulative
+    assert Generation.objects.order_by("-pk").first().lineage_credit == "cumulative"
+    with pytest.raises(CommandError, match="lineage_credit needs lineage: true"):
+        _call("attribute", "fed-a", "--prompt", "The cat", "--lineage-credit", "cumulative")
 
 
 def test_it_reports_a_bad_round_folder(federation, make_round):

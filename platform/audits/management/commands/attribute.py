@@ -1,4 +1,4 @@
-"""`manage.py attribute FEDERATION --prompt TEXT [--response TEXT] [--round N] [--lineage]`: attribute one prompt, print the table.
+"""`manage.py attribute FEDERATION --prompt TEXT [--response TEXT] [--round N] [--lineage [--lineage-credit C]]`: attribute one prompt, print the table.
 
 Runs the same service as the worker, in this process, and stores the result
 like any other generation (source `generated`, or `submitted` with --response).
@@ -8,8 +8,9 @@ from django.core.management.base import BaseCommand, CommandError
 from registry.errors import PlatformError
 from registry.selectors import federation_get
 
+from audits.models import Generation
 from audits.selectors import generation_latest_run, run_client_rows, run_token_rows
-from audits.services import Submission, generation_attribute, generation_submit
+from audits.services import DEFAULT_LINEAGE_CREDIT, Submission, generation_attribute, generation_submit
 
 
 class Command(BaseCommand):
@@ -24,6 +25,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-chat-template", action="store_true")
         parser.add_argument("--lineage", action="store_true",
                             help="also score each token at the round that made it, walking back through earlier rounds")
+        parser.add_argument("--lineage-credit", choices=Generation.LineageCredit.values, default=None,
+                            help="with --lineage: a made token votes with its making round's shares (making) or "
+                            f"with their mean over every round up to it (cumulative); default: {DEFAULT_LINEAGE_CREDIT}")
 
     def handle(self, *args, **options):
         try:
@@ -35,6 +39,7 @@ class Command(BaseCommand):
                 max_new_tokens=options["max_new_tokens"],
                 chat_template=not options["no_chat_template"],
                 lineage=options["lineage"],
+                lineage_credit=options["lineage_credit"],
             )
             generation = generation_submit(federation=federation, submission=submission, enqueue=False)
         except PlatformError as exc:
@@ -62,4 +67,5 @@ class Command(BaseCommand):
             marks = " ".join(f"{texts[t]!r}->{c}@{'none' if made[t] is None else f'r{made[t]}'}"
                              for t, c in enumerate(run.lineage["token_clients"]))
             self.stdout.write(f"lineage (top client at making round): {marks}")
-            self.stdout.write(f"lineage predicted client: {run.lineage['predicted_client']}")
+            self.stdout.write(f"lineage predicted client ({run.lineage['credit']} credit): "
+                              f"{run.lineage['predicted_client']}")
