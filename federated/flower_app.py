@@ -11,7 +11,10 @@ Client apps run in Ray actor processes, so they read that folder (once per
 process, memoised) instead of sharing Python objects. A client trains the
 tail on its cached states and replies with its arrays (base-model names), a
 MetricRecord with ``num-examples`` and ``train-loss``, and a ConfigRecord
-with its registered ``client-id``. Data is stored with safetensors only.
+with its registered ``client-id``. A ``query`` message is answered with that
+ConfigRecord alone: the server asks every node once, before round 1, so it
+can sample clients by id (node ids are random per run). Data is stored with
+safetensors only.
 """
 
 from __future__ import annotations
@@ -114,13 +117,23 @@ def client_train(work: str, msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+def client_identity(work: str, msg: Message, context: Context) -> Message:
+    """Reply to a ``query`` with this node's registered client id (no model is loaded)."""
+    cid = WorkSpec.load(Path(work)).client_ids[int(context.node_config["partition-id"])]
+    return Message(content=RecordDict({"client": ConfigRecord({CLIENT_ID_KEY: cid})}), reply_to=msg)
+
+
 def make_client_app(work: str | Path) -> ClientApp:
-    """A ClientApp whose `train` handler runs `client_train` on the given work folder."""
+    """A ClientApp whose `train` handler runs `client_train` on the given work folder; `query` names the client."""
     app = ClientApp()
     work = str(work)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         return client_train(work, msg, context)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return client_identity(work, msg, context)
 
     return app

@@ -76,7 +76,10 @@ class RoundRecorder(Strategy):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)  # read twice: by the inner strategy and by the recorder
+        # Read twice (by the inner strategy and by the recorder), and in client-id order: replies
+        # arrive in completion order, and a float mean summed in another order differs in its last
+        # bits, which later rounds amplify; sorted, a round's global does not depend on timing.
+        replies = sorted(replies, key=_reply_order)
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         if arrays is not None:
             self.record(server_round, arrays, [r for r in replies if not r.has_error()])
@@ -124,6 +127,12 @@ def client_id(reply: Message) -> str:
         if CLIENT_ID_KEY in record:
             return str(record[CLIENT_ID_KEY])
     return f"node-{reply.metadata.src_node_id}"
+
+
+def _reply_order(reply: Message) -> tuple[bool, str]:
+    if reply.has_error():
+        return (True, f"node-{reply.metadata.src_node_id}")
+    return (False, client_id(reply))
 
 
 def _num_examples(content, key: str) -> int:
