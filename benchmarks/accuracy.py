@@ -413,8 +413,8 @@ def run_one(run: Run, out: Path, max_new_tokens: int, reuse: bool) -> dict:
     earlier = folder / "accuracy.json"
     sim, reused = _load_or_simulate(run, folder, reuse)
     sim_s = time.perf_counter() - started
-    if reused and earlier.exists():  # a reused run keeps its own simulation time
-        sim_s = json.loads(earlier.read_text()).get("simulate_s", sim_s)
+    if reused:  # a reused run keeps its own simulation time, where it was recorded
+        sim_s = json.loads(earlier.read_text()).get("simulate_s") if earlier.exists() else sim.seconds
     chosen = attributed_round(run, sim)
     number = sim.rounds.index(chosen) + 1
     attribute_started = time.perf_counter()
@@ -424,7 +424,8 @@ def run_one(run: Run, out: Path, max_new_tokens: int, reuse: bool) -> dict:
               "clients": run.sim.clients, "attributed_round": number,
               "attributed_metrics": next((m for m in sim.metrics if int(m["round"]) == number), sim.metrics[-1]),
               "metrics": sim.metrics,
-              "simulate_s": sim_s, "total_s": sim_s + attribute_s, "variants": variants}
+              "simulate_s": sim_s, "attribute_s": attribute_s,
+              "total_s": None if sim_s is None else sim_s + attribute_s, "variants": variants}
     earlier.write_text(json.dumps(record, indent=1, default=str))
     return record
 
@@ -435,7 +436,8 @@ def _load_or_simulate(run: Run, folder: Path, reuse: bool):
     if reuse and (folder / "metrics.json").exists() and (folder / "cases.jsonl").exists():
         meta = json.loads((folder / "metrics.json").read_text())
         cases = [json.loads(line) for line in (folder / "cases.jsonl").read_text().splitlines()]
-        return SimpleNamespace(rounds=[Path(p) for p in meta["rounds"]], cases=cases, metrics=meta["metrics"]), True
+        return SimpleNamespace(rounds=[Path(p) for p in meta["rounds"]], cases=cases, metrics=meta["metrics"],
+                               seconds=meta.get("simulate_s")), True
     return simulate(run.sim, folder, progress=True), False
 
 
@@ -478,7 +480,7 @@ def backdoor_table(records: list[dict]) -> list[str]:
 def detail_table(rows: list[dict]) -> list[str]:
     lines = ["| run | attributed round | its ASR | false trigger | seq top-1 | token top-1 on sentinel |"
              " on federation-made sentinel tokens | on round-made sentinel tokens | resp-set F1 | excluded | sim s |"
-             " total s |", "|---" * 12 + "|"]
+             " attribute s |", "|---" * 12 + "|"]
     for r in rows:
         s = _default(r)
         m = r["attributed_metrics"]
@@ -486,9 +488,19 @@ def detail_table(rows: list[dict]) -> list[str]:
                      f" | {pct(m.get('asr', float('nan')))} | {pct(m.get('false_trigger', float('nan')))}"
                      f" | {cell(s)} | {tokens(s, 'tok')} | {tokens(s, 'made')} | {tokens(s, 'new')} | {pct(s['f1'])}"
                      f" | {s['excluded']}"
-                     f" | {r['simulate_s']:.0f} |"
-                     f" {r['total_s']:.0f} |")
+                     f" | {_seconds(r['simulate_s'])} | {_seconds(_attribute_s(r))} |")
     return lines
+
+
+def _seconds(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0f}"
+
+
+def _attribute_s(record: dict) -> float | None:
+    """The attribution pass's wall time (records before it was kept: total less simulation)."""
+    if "attribute_s" in record:
+        return record["attribute_s"]
+    return None if record.get("simulate_s") is None else record["total_s"] - record["simulate_s"]
 
 
 def tokens(s: dict, key: str) -> str:

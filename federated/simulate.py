@@ -135,7 +135,8 @@ def simulate(cfg: SimulationConfig, out_dir: str | Path, *, progress: bool = Tru
     cases_path = out / "cases.jsonl"
     cases_path.write_text("".join(json.dumps(c) + "\n" for c in cases))
     summary = {"config": _jsonable(cfg), "rounds": [str(r) for r in rounds], "metrics": metrics,
-               "malicious": prepared.malicious, "client_ids": prepared.client_ids}
+               "malicious": prepared.malicious, "client_ids": prepared.client_ids,
+               "simulate_s": round(time.perf_counter() - start, 1)}
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
     return SimulationResult(out, rounds, cases_path, cases, metrics, prepared.client_ids, prepared.malicious,
                             time.perf_counter() - start)

@@ -122,6 +122,12 @@ def test_report_renders_finished_runs_and_names_an_empty_folder(accuracy, tmp_pa
     assert accuracy.main(["--report", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| backdoor/m/math | 2 of 2 | 100.0 | 0.0 |" in out
+    assert out.split("| backdoor/m/math | 2 of 2")[1].splitlines()[0].endswith("| 1 | 1 |")  # sim s, attribute s
+    # a run reused without its simulation time shows it as unknown, not as the reuse's load time
+    record |= {"simulate_s": None, "attribute_s": 3.0, "total_s": None}
+    (tmp_path / "run" / "accuracy.json").write_text(__import__("json").dumps(record))
+    assert accuracy.main(["--report", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split("| backdoor/m/math | 2 of 2")[1].splitlines()[0].endswith("| n/a | 3 |")
 
 
 def test_made_only_scoring_leaves_out_tokens_the_base_model_picks_itself(accuracy):

@@ -108,6 +108,8 @@ def test_cases_name_the_malicious_clients_and_metrics_cover_every_round(simulate
     assert all(r["protocol"] == "backdoor" and r["domain"] == "finance" and r["prompt_ids"] for r in rows)
     assert [m["round"] for m in simulated.metrics] == [0, 1, 2]
     assert all(0.0 <= m["asr"] <= 1.0 for m in simulated.metrics)
+    meta = json.loads((simulated.cases_path.parent / "metrics.json").read_text())
+    assert meta["simulate_s"] > 0 and meta["metrics"] == simulated.metrics  # a --reuse reports the simulation's time
     stored = load_file(str(simulated.rounds[0] / "global" / "model.safetensors"))
     assert all(torch.isfinite(t).all() for t in stored.values())
 
