@@ -30,11 +30,14 @@ What. Given a federation's rounds, oldest first, the last one attributed:
    Only tokens that some round made vote: no client is responsible for what
    the base model would have said anyway (a copied identifier, the rest of a
    word). A response with no such token lets every token vote.
-5. `credit="cumulative"` makes a token vote with the mean of its share rows
-   over every round of the chain up to its making round instead of the
-   making round's alone: a token pushed from round 1 on and tipped into the
-   argmax in round 2 owes its place to all of those rounds (see CREDITS). It
-   costs an attribution pass on every such round.
+5. How a made token votes is its *credit* (see CREDITS). The default,
+   `"cumulative"`, votes with the mean of its share rows over every round of
+   the chain up to its making round: a token pushed from round 1 on and tipped
+   into the argmax in round 2 owes its place to all of those rounds. It costs
+   an attribution pass on every such round. `"making"` votes with the making
+   round's shares alone. On the accuracy benchmark cumulative credit meets the
+   95% sentinel-token target on every run and making-round credit does not
+   (Gemma-3-270m maths: 95.0% against 85.4%; benchmarks/RESULTS.md).
 
 Cost: one teacher-forced forward pass per round walked back and item, plus one
 attribution pass per round that made a token; at most two rounds are loaded
@@ -66,7 +69,7 @@ LINEAGE_FORMAT = "protoken-lineage/1"
 # malicious clients from round 1 and tipped into the argmax in round 2 by a benign client's
 # drift is credited to the benign client by "making", to the malicious ones by "cumulative".
 CREDITS = ("making", "cumulative")
-DEFAULT_CREDIT = "making"
+DEFAULT_CREDIT = "cumulative"  # measured: benchmarks/RESULTS.md, "Round lineage"
 
 
 @dataclass

@@ -43,7 +43,7 @@ MAX_RESPONSE_CHARS = 20_000
 MAX_NEW_TOKENS = 512
 MAX_BATCH = 256
 # attribution.lineage.DEFAULT_CREDIT; the platform does not import the engine outside the worker.
-DEFAULT_LINEAGE_CREDIT = "making"
+DEFAULT_LINEAGE_CREDIT = "cumulative"
 
 
 @dataclass(frozen=True)

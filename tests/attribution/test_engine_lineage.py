@@ -19,7 +19,7 @@ import torch
 from attribution import AttributionConfig, attribute_batch, load_round
 from attribution.cli import main
 from attribution.errors import InputError, MissingFileError
-from attribution.lineage import attribute_lineage, attribute_lineage_credits, greedy_picks
+from attribution.lineage import DEFAULT_CREDIT, attribute_lineage, attribute_lineage_credits, greedy_picks
 from attribution.snapshot import tracked_module_names, write_round
 from attribution.snapshot_types import ClientUpdate
 from attribution.tiny import byte_tokenizer
@@ -99,7 +99,7 @@ def test_installed_token_is_credited_to_the_round_and_client_that_made_it(federa
 def test_each_token_takes_the_published_scores_of_its_making_round(federation):
     base_dir, r1, r2 = federation
     item = {"prompt_ids": PROMPT, "max_new_tokens": STEPS, "eos": False}
-    result, = attribute_lineage([r1, r2], [item])
+    result, = attribute_lineage([r1, r2], [item], credit="making")
     forced = {"prompt_ids": PROMPT, "response_ids": result.attributed.response_ids}
     per_round = {1: attribute_batch(load_round(r1), [forced])[0], 2: result.attributed}
     picks = {1: greedy_picks(load_round(r1).model, [forced])[0], 2: greedy_picks(load_round(r2).model, [forced])[0],
@@ -165,7 +165,7 @@ def test_cli_prints_the_making_round_of_each_token(federation, capsys):
     code = main(["lineage", str(r1), str(r2), "--prompt", "hello there", "--raw", "--response", text,
                  "--no-progress", "--json"])
     out = json.loads(capsys.readouterr().out)
-    assert code == 0 and out["format"] == "protoken-lineage/1"
+    assert code == 0 and out["format"] == "protoken-lineage/1" and out["credit"] == DEFAULT_CREDIT == "cumulative"
     assert out["predicted_client"] == "m" and 1 in out["making_round"]
     assert set(out["scored_at"]) <= {"1", "2"}
     assert main(["lineage", str(r1), str(r2), "--prompt", "hello there", "--raw", "--no-progress",
@@ -173,8 +173,8 @@ def test_cli_prints_the_making_round_of_each_token(federation, capsys):
     table = capsys.readouterr().out
     assert "round 1" in table and "predicted client: m" in table
     assert main(["lineage", str(r1), str(r2), "--prompt", "hello there", "--raw", "--response", text,
-                 "--no-progress", "--json", "--credit", "cumulative"]) == 0
-    assert json.loads(capsys.readouterr().out)["credit"] == "cumulative"
+                 "--no-progress", "--json", "--credit", "making"]) == 0
+    assert json.loads(capsys.readouterr().out)["credit"] == "making"
 
 
 def test_cli_names_rounds_out_of_order(federation, capsys):
