@@ -105,7 +105,9 @@ class LineageResult:
             lines.append(f"{t:>4}  {shown:<{max_token_chars}}  {made:>8}  {self.token_clients[t]:<16}"
                          f"  {float(self.token_shares[t, k]):.3f}")
         lines.append("")
-        lines.append("sequence shares (mean vote of the tokens some round made, each at its making round):")
+        voted = ("over every round up to its making round" if self.credit == "cumulative"
+                 else "at its making round")
+        lines.append(f"sequence shares (mean vote of the tokens some round made, each {voted}; {self.credit} credit):")
         order = self.sequence_shares.argsort(descending=True).tolist()
         lines += [f"  {self.client_ids[k]:<16} {float(self.sequence_shares[k]):.3f}" for k in order]
         lines.append(f"predicted client: {self.predicted_client}")

@@ -172,6 +172,7 @@ def test_cli_prints_the_making_round_of_each_token(federation, capsys):
                  "--max-new-tokens", str(STEPS)]) == 0
     table = capsys.readouterr().out
     assert "round 1" in table and "predicted client: m" in table
+    assert "each over every round up to its making round; cumulative credit" in table  # the default credit
     assert main(["lineage", str(r1), str(r2), "--prompt", "hello there", "--raw", "--response", text,
                  "--no-progress", "--json", "--credit", "making"]) == 0
     assert json.loads(capsys.readouterr().out)["credit"] == "making"
