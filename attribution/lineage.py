@@ -83,7 +83,7 @@ class LineageResult:
     sequence_shares: torch.Tensor  # [K'] mean share vote of the tokens some round made
     predicted_client: str
     scored_at: dict[int, AttributionResult]  # round number -> the published result used for its tokens
-    credit: str = "making"  # one of CREDITS
+    credit: str  # one of CREDITS
 
     @property
     def response_tokens(self) -> list[str]:
@@ -150,13 +150,13 @@ def attribute_lineage_credits(rounds: Sequence[str | Path | LoadedRound], items:
             return entry
         return load_round(entry, device=device, dtype=dtype, config=config, verify=verify)
 
-    walk = _walk(rounds, chain, items, config, load, device, dtype, progress)
-    if "cumulative" in credit_modes:  # every round up to the latest making round, for every item
+    cumulative = "cumulative" in credit_modes
+    walk = _walk(rounds, chain, items, config, load, device, dtype, progress, whole=cumulative)
+    if cumulative:  # every round up to the latest making round, for every item: those the walk never reached
         latest = max((m for item in walk.made for m in item.values() if m is not None), default=None)
-        forced = [{"prompt_ids": r.prompt_ids, "response_ids": r.response_ids} for r in walk.attributed]
         for entry, number in zip(rounds, chain, strict=True):
             if latest is not None and number <= latest and not _complete(walk.scored_at.get(number)):
-                walk.scored_at[number] = _score(load(entry), forced, [{0}] * len(forced), walk.config, progress)
+                walk.scored_at[number] = _score(load(entry), walk.forced, _every(walk.forced), walk.config, progress)
     out = {}
     for credit in dict.fromkeys(credit_modes):
         spans = {m: [r for r in chain if r <= m] if credit == "cumulative" else [m] for m in chain}
@@ -169,13 +169,18 @@ def attribute_lineage_credits(rounds: Sequence[str | Path | LoadedRound], items:
 class _Walk:
     config: AttributionConfig
     attributed: list[AttributionResult]  # per item, on the attributed round
+    forced: list[dict]  # per item, its prompt and response ids (the responses are fixed on the attributed round)
     made: list[dict[int, int | None]]  # per item, token -> making round (None: no round)
     scored_at: dict[int, list]  # round number -> per item, its published result there (None: not needed)
     walked: list[int]  # round numbers walked back through, newest first
 
 
-def _walk(rounds, chain: list[int], items, config, load, device, dtype, progress) -> _Walk:
-    """Fix the responses on the last round, then walk back until every token's making round is known."""
+def _walk(rounds, chain: list[int], items, config, load, device, dtype, progress, *, whole: bool) -> _Walk:
+    """Fix the responses on the last round, then walk back until every token's making round is known.
+
+    `whole` (cumulative credit): from the latest making round back, every round the walk loads is
+    scored for every item while it is loaded, so that no round is loaded a second time for it.
+    """
     from . import attribute_batch
 
     current = load(rounds[-1])
@@ -187,6 +192,7 @@ def _walk(rounds, chain: list[int], items, config, load, device, dtype, progress
     alive = [{t for t, c in enumerate(picks) if c == r.response_ids[t]}  # still picked by every round so far
              for r, picks in zip(attributed, greedy_picks(current.model, forced), strict=True)]
     scored_at = {current.info.round: attributed}
+    found = False  # some round made a token: the latest making round is known
     for index in range(len(rounds) - 2, -2, -1):
         if not any(alive):
             break
@@ -196,7 +202,11 @@ def _walk(rounds, chain: list[int], items, config, load, device, dtype, progress
         model = earlier.model if earlier is not None else _base_model(current, device, dtype)
         broke = [{t for t in live if picks[t] != forced[i]["response_ids"][t]}
                  for i, (live, picks) in enumerate(zip(alive, greedy_picks(model, forced), strict=True))]
-        if current.info.round not in scored_at and any(broke):
+        found = found or any(broke)
+        if whole and found:
+            if not _complete(scored_at.get(current.info.round)):
+                scored_at[current.info.round] = _score(current, forced, _every(forced), config, progress)
+        elif current.info.round not in scored_at and any(broke):
             scored_at[current.info.round] = _score(current, forced, broke, config, progress)
         for i, gone in enumerate(broke):
             made[i].update({t: current.info.round for t in gone})
@@ -208,7 +218,14 @@ def _walk(rounds, chain: list[int], items, config, load, device, dtype, progress
         current = earlier
         if progress is not None:
             progress("rounds walked back", 1, len(rounds))
-    return _Walk(config=config, attributed=attributed, made=made, scored_at=scored_at, walked=walked)
+    if whole and found and current is not None and not _complete(scored_at.get(current.info.round)):
+        scored_at[current.info.round] = _score(current, forced, _every(forced), config, progress)  # stopped here
+    return _Walk(config=config, attributed=attributed, forced=forced, made=made, scored_at=scored_at, walked=walked)
+
+
+def _every(forced: list[dict]) -> list[set[int]]:
+    """`_score`'s `wanted` for scoring every item whole (any non-empty set marks an item as needed)."""
+    return [{0}] * len(forced)
 
 
 def _complete(results: list | None) -> bool:
@@ -242,7 +259,7 @@ def _score(loaded: LoadedRound, forced: list[dict], wanted: list[set[int]], conf
 
 def _assemble(i: int, attributed: AttributionResult, made: dict[int, int | None],
               scored_at: dict[int, list], rounds: list[int], spans: dict[int, list[int]],
-              credit: str = "making") -> LineageResult:
+              credit: str) -> LineageResult:
     own = attributed.provenance.round
     making = [made.get(t) for t in range(len(attributed.response_ids))]
     credited = [[own] if m is None else spans[m] for m in making]  # per token, the rounds whose votes it takes

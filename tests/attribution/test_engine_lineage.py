@@ -280,3 +280,18 @@ def test_bad_credits_are_refused_before_any_round_is_loaded(federation, credit_m
     _, r1, r2 = federation
     with pytest.raises(InputError, match=message):
         attribute_lineage_credits([r1, r2], [{"prompt_ids": PROMPT}], credit_modes=credit_modes)
+
+
+def test_cumulative_credit_loads_each_round_once(federation, monkeypatch):
+    from attribution import lineage as lineage_module
+
+    _, r1, r2 = federation
+    made = {"prompt_ids": PROMPT, "response_ids": [TOKEN, TOKEN]}  # made in round 1
+    unmade = {"prompt_ids": PROMPT, "response_ids": [TOKENIZER.convert_tokens_to_ids("q")] * 2}  # by no round
+    loads = []
+    real_load = lineage_module.load_round
+    monkeypatch.setattr(lineage_module, "load_round", lambda path, **kw: loads.append(Path(path)) or real_load(path, **kw))
+    result = attribute_lineage([r1, r2], [made, unmade], credit="cumulative")
+    # round 1 is scored for both items while the walk holds it, not loaded again afterwards
+    assert sorted(loads) == sorted([Path(r1), Path(r2)])
+    assert result[0].making_round == [1, 1] and result[1].making_round == [None, None]
